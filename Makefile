@@ -1,0 +1,37 @@
+# meshbench: `make run` runs the local benchmark pipeline end to end; `make test` runs the tests.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint format lock ui clean
+
+run: install
+	$(VENV)/bin/meshbench demo
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+	@./scripts/install-system-packages.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@test -x $(PY) || python3 -m uv venv --quiet --python python3 $(VENV)
+	python3 -m uv pip install --quiet --python $(PY) -r requirements.lock
+	python3 -m uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lock:
+	python3 -m uv pip compile --python-version 3.11 --no-header --quiet requirements.txt requirements-dev.txt -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .state

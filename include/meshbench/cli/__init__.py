@@ -1,0 +1,53 @@
+"""The ``meshbench`` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; add the
+module to ``COMMAND_MODULES`` to make its commands available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from meshbench.config import ConfigError
+
+COMMAND_MODULES = (
+    "meshbench.cli.db",
+    "meshbench.cli.results",
+)
+
+
+class CommandError(Exception):
+    """A command that cannot go on; its message is shown to the user without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshbench", description="Multi-cluster service-mesh benchmarks."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except (CommandError, ConfigError) as exc:
+        print(f"meshbench {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Results storage: schema, migrations, Fortio result parsing, validity rules and loading."""
