@@ -173,11 +173,66 @@ class LocalEnvironment(EnvironmentBase):
         return network
 
 
+_QUANTITY = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|k|M|G)?$"
+
+
+class ContainerResources(StrictModel):
+    """Requests and limits of one workload container; equal requests and limits give the
+    Guaranteed QoS class, so the node never squeezes a workload during a run."""
+
+    cpu_request: str = Field("2", pattern=_QUANTITY)
+    cpu_limit: str = Field("2", pattern=_QUANTITY)
+    memory_request: str = Field("512Mi", pattern=_QUANTITY)
+    memory_limit: str = Field("512Mi", pattern=_QUANTITY)
+
+
+class KubernetesWorkload(StrictModel):
+    image: str = Field(pattern=r"^[a-z0-9./_-]+(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$")
+    resources: ContainerResources = ContainerResources()
+
+
+class MetricsServerSettings(StrictModel):
+    """metrics-server, sampled during measured runs (see mesh-recipes.md section 6)."""
+
+    install: Literal["if-missing", "never"] = Field(
+        "if-missing", description="'never' fails the run when the metrics API is absent."
+    )
+    version: str = Field("v0.7.2", pattern=r"^v\d+\.\d+\.\d+$")
+    kubelet_insecure_tls: bool = Field(
+        False, description="Needed where kubelet serving certificates are self-signed (kubeadm)."
+    )
+    sample_interval: Duration = Field(5.0, description="Polling period; metrics change every 15s.")
+    cpu_limit_fraction: float = Field(
+        0.9, gt=0, le=1, description="A container at this share of its CPU limit fails the run."
+    )
+
+
+class KubernetesTimeouts(StrictModel):
+    rollout: Duration = 300.0
+    load_balancer: Duration = 600.0
+    namespace_deletion: Duration = 300.0
+    metrics_api: Duration = 180.0
+    command: Duration = 600.0
+
+
+class KubernetesSettings(StrictModel):
+    """What every Kubernetes environment (existing, aws, capi) deploys and how it waits."""
+
+    nginx: KubernetesWorkload = KubernetesWorkload(image="nginx:1.23.3")
+    fortio: KubernetesWorkload = KubernetesWorkload(image="fortio/fortio:1.40.0")
+    nginx_keepalive_requests: int = Field(
+        10_000_000, ge=1000, description="nginx's default 1000 reconnects during a run."
+    )
+    metrics_server: MetricsServerSettings = MetricsServerSettings()
+    timeouts: KubernetesTimeouts = KubernetesTimeouts()
+
+
 class ExistingEnvironment(EnvironmentBase):
     """Two clusters someone already runs, reached through Airflow kubernetes connections."""
 
     client_conn_id: str = "meshbench_client_cluster"
     server_conn_id: str = "meshbench_server_cluster"
+    paused_on_creation: bool = True
 
 
 class AwsEnvironment(EnvironmentBase):
@@ -259,6 +314,7 @@ class BenchmarkConfig(StrictModel):
     version_profiles: dict[str, VersionProfile]
     meshes: Meshes = Meshes()
     environments: Environments = Environments()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @field_validator("load_profiles", "version_profiles")
     @classmethod
