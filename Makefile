@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install lint format lock ui clean
 
 run: install
-	$(VENV)/bin/meshbench demo
+	$(VENV)/bin/meshbench load tests/data/seed-results
+	$(VENV)/bin/meshbench report
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -570,7 +570,9 @@ class BenchmarkConfig(StrictModel):
                 problems.append(
                     f"{where}.version_profile: no version profile named {env.version_profile!r}"
                 )
-            profile = self.version_profiles.get(env.version_profile or self.defaults.version_profile)
+            profile = self.version_profiles.get(
+                env.version_profile or self.defaults.version_profile
+            )
             for index, mesh in enumerate(env.meshes):
                 scope = self.meshes.get(mesh).scope
                 if env_name == "local" and scope == "kubernetes":

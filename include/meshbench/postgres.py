@@ -80,8 +80,11 @@ class PrivatePostgres:
         if os.geteuid() == 0 and not _postgres_user_can_enter(base.parent):
             # The postgres user cannot reach a checkout under a private home folder.
             fallback = Path("/var/tmp") / f"meshbench-{_port_for(base)}" / "postgres"
-            log.info("state folder %s is not reachable by the postgres user; using %s",
-                     base.parent, fallback)
+            log.info(
+                "state folder %s is not reachable by the postgres user; using %s",
+                base.parent,
+                fallback,
+            )
             base = fallback
         return cls(data_dir=base / "data", port=_port_for(base))
 
@@ -100,7 +103,9 @@ class PrivatePostgres:
     def is_running(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
-        result = self._run([str(find_server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"])
+        result = self._run(
+            [str(find_server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        )
         return result.returncode == 0
 
     def ensure_running(self) -> PrivatePostgres:
@@ -118,8 +123,17 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         if self.is_running():
-            self._run([str(find_server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m",
-                       "fast", "-w", "stop"])
+            self._run(
+                [
+                    str(find_server_bindir() / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ]
+            )
 
     def _initdb(self, bindir: Path) -> None:
         if self.data_dir.exists():
@@ -130,8 +144,20 @@ class PrivatePostgres:
             for path in (self.data_dir.parent, self.data_dir):
                 os.chown(path, user.pw_uid, user.pw_gid)
         self.data_dir.chmod(0o700)
-        result = self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                            "-A", "trust", "-E", "UTF8", "--no-instructions"])
+        result = self._run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ]
+        )
         if result.returncode != 0:
             raise PostgresUnavailable(f"initdb failed in {self.data_dir}: {result.stderr.strip()}")
 
@@ -142,8 +168,19 @@ class PrivatePostgres:
             "-c max_connections=200"
         )
         result = self._run(
-            [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-o", options, "-l",
-             str(self.log_file), "-w", "-t", str(START_TIMEOUT_SECONDS), "start"]
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                options,
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_SECONDS),
+                "start",
+            ]
         )
         if result.returncode != 0:
             tail = ""
@@ -156,8 +193,18 @@ class PrivatePostgres:
         log.info("started private Postgres on 127.0.0.1:%s (data in %s)", self.port, self.data_dir)
 
     def _create_database(self, bindir: Path, database: str) -> None:
-        psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                "-d", "postgres", "-tAc"]
+        psql = [
+            str(bindir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+        ]
         exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{database}'"])
         if exists.stdout.strip() == "1":
             return
@@ -174,8 +221,11 @@ def _postgres_user_can_enter(path: Path) -> bool:
             "running as root but there is no 'postgres' user to run the server as; install "
             "Debian's 'postgresql' package (`make install` does)"
         ) from exc
-    result = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)],
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(path)],
+        capture_output=True,
+        check=False,
+    )
     return result.returncode == 0
 
 

@@ -29,9 +29,7 @@ def _normalise(url: str) -> str:
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if not parsed.drivername.startswith("postgresql"):
-        raise ValueError(
-            f"the results database must be Postgres; got a {parsed.drivername!r} URL"
-        )
+        raise ValueError(f"the results database must be Postgres; got a {parsed.drivername!r} URL")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -44,16 +42,18 @@ def _url_from_airflow_connection() -> str | None:
             password = f":{data['password']}" if data.get("password") else ""
             port = f":{data['port']}" if data.get("port") else ""
             auth = f"{user}{password}@" if user else ""
-            return f"postgresql://{auth}{data.get('host', '127.0.0.1')}{port}/{data.get('schema', '')}"
+            return (
+                f"postgresql://{auth}{data.get('host', '127.0.0.1')}{port}/{data.get('schema', '')}"
+            )
         return raw
     if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
         return None
     # Inside a running task: the connection may come from any secrets backend.
-    from airflow.sdk import BaseHook  # noqa: PLC0415 - Airflow is only needed inside tasks
+    from airflow.sdk import BaseHook
 
     try:
         connection = BaseHook.get_connection(RESULTS_CONN_ID)
-    except Exception:  # noqa: BLE001 - an undefined connection means "not configured"
+    except Exception:
         return None
     return connection.get_uri()
 

@@ -1,0 +1,296 @@
+"""The results schema: one run per DAG run attempt, one measurement per load-generator run.
+
+Shaped after conbench: dimensions on the run, facts on the measurement, raw samples
+(histogram buckets, resource samples) beside the aggregates, CHECK constraints on every
+bounded value, and unique keys that make a re-load a no-op. Alembic migrations under
+``migrations/`` create exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATES = ("running", "success", "failed", "imported")
+PHASES = ("warmup", "paired-baseline", "measured")
+SUMMARY_METRICS = ("qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}  # noqa: RUF012
+
+
+class Run(Base):
+    """One execution of one environment × mesh benchmark (a DAG run attempt, or an import)."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        UniqueConstraint("source_key"),
+        UniqueConstraint("environment", "mesh", "benchmark_date", "attempt"),
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
+        CheckConstraint(_in("state", RUN_STATES), name="state_known"),
+        CheckConstraint("qps >= 0", name="qps_non_negative"),
+        CheckConstraint("connections >= 1", name="connections_positive"),
+        CheckConstraint("duration_s > 0", name="duration_positive"),
+        CheckConstraint("iterations >= 1", name="iterations_positive"),
+        CheckConstraint("runs_per_iteration >= 1", name="runs_positive"),
+        CheckConstraint("cluster_minutes IS NULL OR cluster_minutes >= 0", name="minutes_ok"),
+        CheckConstraint("finished_at IS NULL OR finished_at >= started_at", name="time_order"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source_key: Mapped[str] = mapped_column(
+        Text, doc="Identity of the execution: DAG id, run id and try, or the imported folder."
+    )
+    environment: Mapped[str] = mapped_column(String(64))
+    mesh: Mapped[str] = mapped_column(String(64))
+    mesh_version: Mapped[str | None] = mapped_column(String(64))
+    version_profile: Mapped[str | None] = mapped_column(String(64))
+    benchmark_date: Mapped[date] = mapped_column(Date, doc="The logical date of the DAG run.")
+    attempt: Mapped[int] = mapped_column(Integer, doc="1 for the first run of this date.")
+    dag_id: Mapped[str | None] = mapped_column(String(250))
+    dag_run_id: Mapped[str | None] = mapped_column(String(250))
+    load_profile: Mapped[str | None] = mapped_column(String(64))
+    qps: Mapped[int] = mapped_column(Integer)
+    connections: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Double)
+    iterations: Mapped[int] = mapped_column(Integer)
+    runs_per_iteration: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        default=dict,
+        server_default="{}",
+        doc="Cluster spec, like-for-like settings (protocol, direction, limits, path), modes.",
+    )
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    cluster_minutes: Mapped[float | None] = mapped_column(Double)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    measurements: Mapped[list[Measurement]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Measurement(Base):
+    """One load-generator run, positive or negative; the raw result is kept either way."""
+
+    __tablename__ = "measurement"
+    __table_args__ = (
+        UniqueConstraint("run_id", "iteration", "phase", "run_index"),
+        CheckConstraint("iteration >= 1", name="iteration_positive"),
+        CheckConstraint("run_index >= 1", name="run_index_positive"),
+        CheckConstraint(_in("phase", PHASES), name="phase_known"),
+        CheckConstraint("positive = (reason IS NULL)", name="negative_has_reason"),
+        CheckConstraint(
+            "requested_duration_s IS NULL OR requested_duration_s > 0",
+            name="requested_duration_positive",
+        ),
+        CheckConstraint(
+            "actual_duration_s IS NULL OR actual_duration_s >= 0",
+            name="actual_duration_non_negative",
+        ),
+        CheckConstraint("actual_qps IS NULL OR actual_qps >= 0", name="qps_non_negative"),
+        CheckConstraint("request_count IS NULL OR request_count >= 0", name="count_ok"),
+        CheckConstraint("error_count IS NULL OR error_count >= 0", name="errors_ok"),
+        CheckConstraint("socket_count IS NULL OR socket_count >= 0", name="sockets_ok"),
+        CheckConstraint(
+            "min_ms IS NULL OR (min_ms >= 0 AND min_ms <= avg_ms AND avg_ms <= max_ms)",
+            name="min_avg_max_ordered",
+        ),
+        CheckConstraint(
+            "p50_ms IS NULL OR (p50_ms >= 0 AND p50_ms <= p75_ms AND p75_ms <= p90_ms "
+            "AND p90_ms <= p99_ms AND p99_ms <= p999_ms)",
+            name="percentiles_ordered",
+        ),
+        CheckConstraint("positive = false OR raw IS NOT NULL", name="positive_has_raw"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    iteration: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(32))
+    run_index: Mapped[int] = mapped_column(Integer)
+    positive: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    failed_task: Mapped[str | None] = mapped_column(String(250))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requested_qps: Mapped[float | None] = mapped_column(Double)
+    requested_duration_s: Mapped[float | None] = mapped_column(Double)
+    actual_qps: Mapped[float | None] = mapped_column(Double)
+    actual_duration_s: Mapped[float | None] = mapped_column(Double)
+    connections: Mapped[int | None] = mapped_column(Integer)
+    request_count: Mapped[int | None] = mapped_column(BigInteger)
+    error_count: Mapped[int | None] = mapped_column(BigInteger)
+    avg_ms: Mapped[float | None] = mapped_column(Double)
+    stddev_ms: Mapped[float | None] = mapped_column(Double)
+    min_ms: Mapped[float | None] = mapped_column(Double)
+    max_ms: Mapped[float | None] = mapped_column(Double)
+    p50_ms: Mapped[float | None] = mapped_column(Double)
+    p75_ms: Mapped[float | None] = mapped_column(Double)
+    p90_ms: Mapped[float | None] = mapped_column(Double)
+    p99_ms: Mapped[float | None] = mapped_column(Double)
+    p999_ms: Mapped[float | None] = mapped_column(Double)
+    p9999_ms: Mapped[float | None] = mapped_column(Double)
+    socket_count: Mapped[int | None] = mapped_column(Integer)
+    ret_codes: Mapped[dict[str, Any] | None] = mapped_column()
+    load_generator: Mapped[str | None] = mapped_column(String(64))
+    context: Mapped[dict[str, Any]] = mapped_column(
+        default=dict,
+        server_default="{}",
+        doc="Conditions of the run: machine load, network mode, load generator mode.",
+    )
+    raw: Mapped[dict[str, Any] | None] = mapped_column(doc="The result JSON as produced.")
+    artifact_uri: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[Run] = relationship(back_populates="measurements")
+    buckets: Mapped[list[HistogramBucket]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class HistogramBucket(Base):
+    """One bucket of a measurement's latency histogram (Fortio's Data entries)."""
+
+    __tablename__ = "histogram_bucket"
+    __table_args__ = (
+        UniqueConstraint("measurement_id", "bucket_index"),
+        CheckConstraint("bucket_index >= 0", name="index_non_negative"),
+        CheckConstraint("start_ms >= 0 AND end_ms >= start_ms", name="bounds_ordered"),
+        CheckConstraint("count >= 0", name="count_non_negative"),
+        CheckConstraint(
+            "cumulative_percent >= 0 AND cumulative_percent <= 100.0001", name="percent_bounded"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    measurement_id: Mapped[int] = mapped_column(
+        ForeignKey("measurement.id", ondelete="CASCADE"), index=True
+    )
+    bucket_index: Mapped[int] = mapped_column(Integer)
+    start_ms: Mapped[float] = mapped_column(Double)
+    end_ms: Mapped[float] = mapped_column(Double)
+    count: Mapped[int] = mapped_column(BigInteger)
+    cumulative_percent: Mapped[float] = mapped_column(Double)
+
+
+class ResourceSample(Base):
+    """CPU and memory of one container on the path, sampled during a measurement."""
+
+    __tablename__ = "resource_sample"
+    __table_args__ = (
+        UniqueConstraint(
+            "measurement_id",
+            "cluster",
+            "namespace",
+            "pod",
+            "container",
+            "sampled_at",
+            name="uq_resource_sample_key",
+        ),
+        CheckConstraint("cpu_millicores >= 0", name="cpu_non_negative"),
+        CheckConstraint("memory_bytes >= 0", name="memory_non_negative"),
+        CheckConstraint(
+            "cpu_limit_millicores IS NULL OR cpu_limit_millicores > 0", name="cpu_limit_positive"
+        ),
+        CheckConstraint(
+            "memory_limit_bytes IS NULL OR memory_limit_bytes > 0", name="memory_limit_positive"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    measurement_id: Mapped[int] = mapped_column(
+        ForeignKey("measurement.id", ondelete="CASCADE"), index=True
+    )
+    cluster: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(253))
+    pod: Mapped[str] = mapped_column(String(253))
+    container: Mapped[str] = mapped_column(String(253))
+    sampled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cpu_millicores: Mapped[float] = mapped_column(Double)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    cpu_limit_millicores: Mapped[float | None] = mapped_column(Double)
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DailySummary(Base):
+    """One metric of one environment × mesh × version × load profile on one date."""
+
+    __tablename__ = "daily_summary"
+    __table_args__ = (
+        UniqueConstraint(
+            "environment",
+            "mesh",
+            "mesh_version_key",
+            "benchmark_date",
+            "load_profile_key",
+            "metric",
+            name="uq_daily_summary_key",
+        ),
+        CheckConstraint(_in("metric", SUMMARY_METRICS), name="metric_known"),
+        CheckConstraint(
+            "n_positive >= 0 AND n_negative >= 0 AND n_excluded >= 0", name="counts_non_negative"
+        ),
+        CheckConstraint("n_positive = 0 OR (mean >= 0 AND median >= 0)", name="values_ok"),
+        CheckConstraint("ci_low IS NULL OR ci_low <= ci_high", name="ci_ordered"),
+        CheckConstraint("stddev IS NULL OR stddev >= 0", name="stddev_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    mesh: Mapped[str] = mapped_column(String(64))
+    mesh_version_key: Mapped[str] = mapped_column(
+        String(64), doc="The mesh version, or '' for unversioned meshes (unique keys need it)."
+    )
+    benchmark_date: Mapped[date] = mapped_column(Date)
+    load_profile_key: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(16))
+    n_positive: Mapped[int] = mapped_column(Integer)
+    n_negative: Mapped[int] = mapped_column(Integer)
+    n_excluded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    mean: Mapped[float | None] = mapped_column(Double)
+    median: Mapped[float | None] = mapped_column(Double)
+    stddev: Mapped[float | None] = mapped_column(Double)
+    ci_low: Mapped[float | None] = mapped_column(Double)
+    ci_high: Mapped[float | None] = mapped_column(Double)
+    baseline_mean: Mapped[float | None] = mapped_column(
+        Double, doc="The paired baseline's mean for the same metric, where measured."
+    )
+    overhead: Mapped[float | None] = mapped_column(
+        Double, doc="Latency added per request (ms), or QPS ratio mesh/baseline for 'qps'."
+    )
+    run_ids: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from meshbench.analysis.aggregate import aggregate, describe, find_outliers, summarize
+from meshbench.analysis.report import comparison_frame
+from meshbench.results.loader import load_files
+
+# The study's Equinix Metal table (ms; QPS), which its published result files reproduce.
+STUDY_TABLE = {
+    "istio": (1864.44, 0.53, 0.57, 0.68, 0.95),
+    "kuma": (4538.77, 0.22, 0.25, 0.29, 2.55),
+    "nsm": (5148.70, 0.19, 0.24, 0.29, 1.04),
+}
+
+
+@pytest.mark.postgres
+def test_seed_results_reproduce_the_study_table(clean_results, seed_results_dir) -> None:
+    load_files(clean_results, [seed_results_dir])
+    summary = aggregate(clean_results, "equinix-metal", date(2023, 11, 16))
+    frame = comparison_frame(summary).set_index("mesh")
+    for mesh, expected in STUDY_TABLE.items():
+        row = frame.loc[mesh]
+        measured = (row["QPS"], row["avg"], row["p90"], row["p99"], row["p99.9"])
+        assert tuple(round(v, 2) for v in measured) == expected, mesh
+        assert (row["n"], row["negative"], row["excluded"]) == (5, 0, 0)
+        assert row["QPS ci95 low"] < row["QPS"] < row["QPS ci95 high"]
+    with clean_results.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT mesh, round(qps::numeric, 2), round(p999_ms::numeric, 2), n_positive "
+                "FROM v_comparison ORDER BY mesh"
+            )
+        ).all()
+    assert [(m, float(q), float(p), n) for m, q, p, n in stored] == [
+        ("istio", 1864.44, 0.95, 5),
+        ("kuma", 4538.77, 2.55, 5),
+        ("nsm", 5148.70, 1.04, 5),
+    ]
+
+
+@pytest.mark.postgres
+def test_aggregating_twice_updates_in_place(clean_results, seed_results_dir) -> None:
+    load_files(clean_results, [seed_results_dir])
+    aggregate(clean_results)
+    aggregate(clean_results)
+    with clean_results.connect() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM daily_summary")).scalar_one()
+    assert rows == 3 * 6
+
+
+def test_describe_matches_textbook_values() -> None:
+    stats = describe([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
+    assert stats.n == 8 and stats.mean == 5.0 and stats.median == 4.5
+    assert stats.stddev == pytest.approx(2.13809, rel=1e-5)
+    half = 2.364624 * 2.13809 / math.sqrt(8)  # t(0.975, 7)
+    assert (stats.ci_low, stats.ci_high) == pytest.approx((5 - half, 5 + half), rel=1e-5)
+    assert describe([3.0]).stddev is None
+    assert describe([]).n == 0
+
+
+def test_outlier_check_flags_only_the_deviant_run() -> None:
+    rng = np.random.default_rng(7)
+    values = pd.Series(np.r_[rng.normal(1.0, 0.01, 9), 1.6])
+    flagged = find_outliers(values)
+    assert flagged.tolist() == [False] * 9 + [True]
+    assert not find_outliers(pd.Series(rng.normal(1.0, 0.01, 10))).any()
+    assert not find_outliers(pd.Series([1.0, 9.0, 1.0])).any()  # too few runs to judge
+
+
+def _frame(rows: list[tuple[str, str, float, bool]]) -> pd.DataFrame:
+    records = []
+    for index, (mesh, phase, avg, positive) in enumerate(rows):
+        records.append(
+            {
+                "measurement_id": index,
+                "run_id": 1,
+                "environment": "local",
+                "mesh": mesh,
+                "mesh_version_key": "",
+                "benchmark_date": date(2026, 1, 2),
+                "load_profile_key": "q6000-c1-d5s",
+                "phase": phase,
+                "iteration": 1,
+                "run_index": index + 1,
+                "positive": positive,
+                "actual_qps": 1000.0 / avg,
+                "avg_ms": avg,
+                "p50_ms": avg,
+                "p90_ms": avg,
+                "p99_ms": avg,
+                "p999_ms": avg,
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def test_negatives_are_counted_not_averaged_and_overhead_uses_paired_baseline() -> None:
+    frame = _frame(
+        [
+            ("envoy-mtls", "paired-baseline", 0.10, True),
+            ("envoy-mtls", "paired-baseline", 0.12, True),
+            ("envoy-mtls", "measured", 0.40, True),
+            ("envoy-mtls", "measured", 0.44, True),
+            ("envoy-mtls", "measured", 9.00, False),
+        ]
+    )
+    rows = summarize(frame).rows.set_index("metric")
+    assert rows.loc["avg_ms", "n_positive"] == 2
+    assert rows.loc["avg_ms", "n_negative"] == 1
+    assert rows.loc["avg_ms", "mean"] == pytest.approx(0.42)
+    assert rows.loc["avg_ms", "baseline_mean"] == pytest.approx(0.11)
+    assert rows.loc["avg_ms", "overhead"] == pytest.approx(0.31)
+    qps = rows.loc["qps"]
+    assert qps["overhead"] == pytest.approx(qps["mean"] / qps["baseline_mean"])

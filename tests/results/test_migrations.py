@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from meshbench.results import migrate
+from meshbench.results.db import READER_ROLE
+from meshbench.results.models import Base
+
+pytestmark = pytest.mark.postgres
+
+
+def test_single_alembic_head() -> None:
+    assert len(migrate.heads()) == 1
+
+
+def test_upgrade_to_head_and_downgrade_to_base(fresh_database) -> None:
+    engine = create_engine(fresh_database())
+    try:
+        migrate.upgrade(engine)
+        assert migrate.current(engine) == migrate.heads()[0]
+        with engine.connect() as connection:
+            views = set(
+                connection.execute(
+                    text("SELECT viewname FROM pg_views WHERE schemaname = 'public'")
+                ).scalars()
+            )
+        assert {"v_run", "v_measurement", "v_positive_measurement", "v_comparison"} <= views
+
+        migrate.downgrade(engine, "base")
+        assert migrate.current(engine) is None
+        with engine.connect() as connection:
+            left = set(
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                ).scalars()
+            )
+        assert left == {"alembic_version"}
+
+        migrate.upgrade(engine)  # and back up: the downgrade left nothing behind
+        assert migrate.current(engine) == migrate.heads()[0]
+    finally:
+        engine.dispose()
+
+
+def test_migrations_create_exactly_the_models(results_engine) -> None:
+    with results_engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_reader_role_reads_but_cannot_write(clean_results) -> None:
+    with clean_results.connect() as connection:
+        connection.execute(text(f"SET ROLE {READER_ROLE}"))
+        assert connection.execute(text("SELECT count(*) FROM v_comparison")).scalar() == 0
+        with pytest.raises(DBAPIError, match="permission denied"):
+            connection.execute(text("DELETE FROM run"))
+        connection.rollback()
+
+
+def test_check_constraints_reject_impossible_values(clean_results) -> None:
+    insert_run = text(
+        "INSERT INTO run (source_key, environment, mesh, benchmark_date, attempt, qps, "
+        "connections, duration_s, iterations, runs_per_iteration, state, started_at) VALUES "
+        "(:key, 'local', 'baseline', '2026-01-01', :attempt, 6000, 1, 60, 1, 1, :state, now())"
+    )
+    for attempt, state in ((0, "running"), (1, "exploded")):
+        with pytest.raises(IntegrityError, match="ck_run_"), clean_results.begin() as connection:
+            connection.execute(insert_run, {"key": "k", "attempt": attempt, "state": state})
+    with clean_results.begin() as connection:
+        run_id = connection.execute(
+            text(str(insert_run) + " RETURNING id"),
+            {"key": "ok", "attempt": 1, "state": "running"},
+        ).scalar_one()
+    bad_measurements = [
+        ("positive without reason rule", "false", "NULL", "ck_measurement_negative_has_reason"),
+        ("unknown phase", "true", "NULL", "ck_measurement_phase_known"),
+    ]
+    phases = {"unknown phase": "cooldown"}
+    for name, positive, reason, constraint in bad_measurements:
+        with pytest.raises(IntegrityError, match=constraint), clean_results.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO measurement (run_id, iteration, phase, run_index, positive, reason, "
+                    f"raw) VALUES (:run, 1, :phase, 1, {positive}, {reason}, '{{}}')"
+                ),
+                {"run": run_id, "phase": phases.get(name, "measured")},
+            )
+    with (
+        pytest.raises(IntegrityError, match="ck_measurement_percentiles_ordered"),
+        clean_results.begin() as connection,
+    ):
+        connection.execute(
+            text(
+                "INSERT INTO measurement (run_id, iteration, phase, run_index, positive, raw, "
+                "p50_ms, p75_ms, p90_ms, p99_ms, p999_ms) VALUES "
+                "(:run, 1, 'measured', 1, true, '{}', 1, 2, 3, 2.5, 4)"
+            ),
+            {"run": run_id},
+        )
