@@ -28,6 +28,8 @@ from pydantic import (
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("benchmarks.yaml")
 CONFIG_ENV_VAR = "MESHBENCH_CONFIG"
+# Runs every environment with one named load profile (``make run`` uses ``demo``).
+LOAD_PROFILE_ENV_VAR = "MESHBENCH_LOAD_PROFILE"
 
 # The benchmarking range of RFC 2544; private ranges are never used for emulated clusters.
 BENCHMARK_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
@@ -528,10 +530,30 @@ class Defaults(StrictModel):
     version_profile: str = "study-2023"
     owner: str = "meshbench"
     retries: int = Field(1, ge=0, le=10)
+    retry_delay: Duration = Field(60.0, description="Wait before a failed task is retried.")
+
+
+class ArtifactSettings(StrictModel):
+    """Where raw results, reports and charts are written before anything else reads them.
+
+    A local folder by default; ``s3://bucket/prefix`` (through the Airflow connection
+    ``conn_id``) when tasks run on several workers.
+    """
+
+    base_uri: str | None = Field(None, description="Defaults to file://<state folder>/artifacts.")
+    conn_id: str | None = Field(None, description="Airflow connection for s3:// URIs.")
+
+    @field_validator("base_uri")
+    @classmethod
+    def _scheme(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.match(r"^(file|s3|gs|gcs|abfs|az)://", uri):
+            raise ValueError("must be a URI such as file:///var/meshbench or s3://bucket/prefix")
+        return uri
 
 
 class BenchmarkConfig(StrictModel):
     defaults: Defaults = Defaults()
+    artifacts: ArtifactSettings = ArtifactSettings()
     load_profiles: dict[str, LoadProfile]
     version_profiles: dict[str, VersionProfile]
     meshes: Meshes = Meshes()
@@ -602,10 +624,17 @@ class BenchmarkConfig(StrictModel):
         return getattr(self.environments, name)
 
     def load_profile_for(self, environment: str) -> LoadProfile:
-        name = self.environment(environment).load_profile or self.defaults.load_profile
-        return self.load_profiles[name]
+        return self.load_profiles[self.load_profile_name_for(environment)]
 
     def load_profile_name_for(self, environment: str) -> str:
+        override = os.environ.get(LOAD_PROFILE_ENV_VAR)
+        if override:
+            if override not in self.load_profiles:
+                raise ConfigError(
+                    f"${LOAD_PROFILE_ENV_VAR}: no load profile named {override!r}; defined: "
+                    f"{', '.join(self.load_profiles)}"
+                )
+            return override
         return self.environment(environment).load_profile or self.defaults.load_profile
 
     def version_profile_name_for(self, environment: str) -> str:
