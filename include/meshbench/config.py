@@ -215,6 +215,9 @@ class KubernetesTimeouts(StrictModel):
     namespace_deletion: Duration = 300.0
     metrics_api: Duration = 180.0
     command: Duration = 600.0
+    probe: Duration = Field(
+        300.0, description="Until a request through the path returns 200 (cloud DNS is slow)."
+    )
 
 
 class KubernetesSettings(StrictModel):
