@@ -1,0 +1,172 @@
+"""The Kubernetes API calls meshbench makes, behind one small interface.
+
+``KubeApi`` is what the rest of the kube layer uses: server-side apply, get, list, delete
+and the server version. ``DynamicKubeApi`` implements it with the official client's
+dynamic client (discovery finds plurals and scopes, so custom resources work as soon as
+their CRD is installed). Tests, with no cluster on the build machines, inject a fake that
+implements the same interface (``meshbench.testing.fake_kube``).
+
+Objects go in and come out as plain dicts: the same shape as the manifests meshbench
+renders and as ``kubectl get -o json`` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from meshbench.backend import StepFailed
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+FIELD_MANAGER = "meshbench"
+
+
+class KubeApiError(StepFailed):
+    """An API call the server refused (other than "not found" where that is expected)."""
+
+
+def object_name(manifest: Mapping[str, Any]) -> str:
+    """``kind/namespace/name`` (or ``kind/name``) for messages and plans."""
+    metadata = manifest.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    name = metadata.get("name", "?")
+    kind = str(manifest.get("kind", "?")).lower()
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+class KubeApi(Protocol):
+    def server_version(self) -> str:
+        """The API server's ``gitVersion``, e.g. ``v1.28.3``."""
+        ...
+
+    def apply(
+        self, manifest: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
+        """Server-side apply: creates or updates; applying twice is not an error."""
+        ...
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Request deletion (background propagation); False when it was already gone."""
+        ...
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(exc, "status", None)
+
+
+class DynamicKubeApi:
+    """``KubeApi`` over ``kubernetes.dynamic.DynamicClient``."""
+
+    def __init__(self, api_client: ApiClient, request_timeout: float = 60.0) -> None:
+        self._api_client = api_client
+        self._client: Any = None
+        self._request_timeout = request_timeout
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from kubernetes.dynamic import DynamicClient
+
+            self._client = DynamicClient(self._api_client)
+        return self._client
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            return self.client.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise KubeApiError(
+                f"the API server does not serve {kind} in {api_version} (is its CRD installed?)"
+            ) from None
+
+    def server_version(self) -> str:
+        from kubernetes.client import VersionApi
+
+        info = VersionApi(self._api_client).get_code(_request_timeout=self._request_timeout)
+        return str(info.git_version)
+
+    def apply(
+        self, manifest: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
+        from kubernetes.dynamic.exceptions import DynamicApiError
+
+        resource = self._resource(str(manifest["apiVersion"]), str(manifest["kind"]))
+        metadata = manifest.get("metadata") or {}
+        try:
+            applied = self.client.server_side_apply(
+                resource,
+                body=dict(manifest),
+                name=metadata.get("name"),
+                namespace=metadata.get("namespace"),
+                field_manager=field_manager,
+                force_conflicts=force,
+                _request_timeout=self._request_timeout,
+            )
+        except DynamicApiError as exc:
+            raise KubeApiError(
+                f"apply {object_name(manifest)}: HTTP {_status(exc)}: {exc.summary()}"
+            ) from None
+        return applied.to_dict()
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        resource = self._resource(api_version, kind)
+        try:
+            found = self.client.get(
+                resource, name=name, namespace=namespace, _request_timeout=self._request_timeout
+            )
+        except NotFoundError:
+            return None
+        return found.to_dict()
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        found = self.client.get(
+            resource,
+            namespace=namespace,
+            label_selector=label_selector,
+            _request_timeout=self._request_timeout,
+        )
+        return list(found.to_dict().get("items") or [])
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        resource = self._resource(api_version, kind)
+        try:
+            self.client.delete(
+                resource,
+                name=name,
+                namespace=namespace,
+                propagation_policy="Background",
+                _request_timeout=self._request_timeout,
+            )
+        except NotFoundError:
+            return False
+        return True

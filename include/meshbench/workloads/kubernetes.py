@@ -1,0 +1,313 @@
+"""nginx and Fortio as Kubernetes manifests, shaped by what the mesh asks for.
+
+Traffic always flows the same way, whatever the mesh: Fortio in the *client* cluster sends
+to nginx in the *server* cluster. Both workloads get the same, recorded requests and limits
+from the configuration; the mesh contributes only labels and annotations (injection, NSM's
+network-service annotation), the Service's protocol and type, and whether the Service must
+exist in the client cluster too (Istio's multi-cluster discovery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from meshbench.config import ContainerResources, KubernetesSettings
+from meshbench.kube.metrics import SampleScope
+from meshbench.workloads.nginx import NginxSettings, render_nginx_conf
+
+NGINX = "nginx"
+FORTIO = "fortio"
+NGINX_PORT = 80
+FORTIO_REST_PORT = 8080
+NGINX_CONF_MAP = "nginx-conf"
+FORTIO_DATA_DIR = "/var/lib/fortio"
+
+RUN_LABEL = "meshbench.io/run"
+ITERATION_LABEL = "meshbench.io/iteration"
+ROLE_LABEL = "meshbench.io/role"
+CONFIG_HASH_ANNOTATION = "meshbench.io/config-hash"
+COMMON_LABELS = {
+    "app.kubernetes.io/part-of": "meshbench",
+    "app.kubernetes.io/managed-by": "meshbench",
+}
+
+
+@dataclass(frozen=True)
+class WorkloadProfile:
+    """What a mesh installer supplies for the workloads (filled in by each mesh).
+
+    ``protocol`` is what the mesh's data plane handles ("http" for L7 proxies, "tcp" for L4,
+    "ip" for an L3 tunnel), ``path`` the hops a request takes, and
+    ``crosses_cloud_load_balancer`` whether that path goes through a cloud load balancer:
+    all three are recorded with every measurement so unlike set-ups are visible.
+    """
+
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    server_pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    client_pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    service_annotations: Mapping[str, str] = field(default_factory=dict)
+    service_app_protocol: str | None = None
+    service_type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
+    service_in_client_cluster: bool = False
+    protocol: Literal["http", "tcp", "ip"] = "http"
+    path: str = ""
+    crosses_cloud_load_balancer: bool = False
+    # Containers on the path beyond the workload namespace (gateways, forwarders, ...).
+    extra_sample_scopes: tuple[SampleScope, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """The like-for-like settings stored with each run."""
+        return {
+            "protocol": self.protocol,
+            "path": self.path,
+            "crosses_cloud_load_balancer": self.crosses_cloud_load_balancer,
+            "service_type": self.service_type,
+            "service_app_protocol": self.service_app_protocol,
+            "namespace_labels": dict(self.namespace_labels),
+            "server_pod_annotations": dict(self.server_pod_annotations),
+            "client_pod_annotations": dict(self.client_pod_annotations),
+        }
+
+
+@dataclass(frozen=True)
+class WorkloadManifests:
+    namespace: str
+    server: list[dict[str, Any]]  # apply order: Namespace, ConfigMap, Deployment, Service
+    client: list[dict[str, Any]]  # apply order: Namespace, [Service], Deployment
+
+
+def resources(spec: ContainerResources) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
+        "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+    }
+
+
+def _labels(run_slug: str, role: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
+    return {**COMMON_LABELS, RUN_LABEL: run_slug, ROLE_LABEL: role, **extra}
+
+
+def namespace_manifest(
+    namespace: str, run_slug: str, role: str, mesh_labels: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": _labels(run_slug, role, mesh_labels)},
+    }
+
+
+def nginx_conf(settings: KubernetesSettings) -> str:
+    return render_nginx_conf(
+        NginxSettings(listen=str(NGINX_PORT), keepalive_requests=settings.nginx_keepalive_requests)
+    )
+
+
+def _pod_spec_extras(node_selector: Mapping[str, str] | None) -> dict[str, Any]:
+    return {"nodeSelector": dict(node_selector)} if node_selector else {}
+
+
+def nginx_service(
+    namespace: str,
+    run_slug: str,
+    role: str,
+    service_type: str,
+    annotations: Mapping[str, str],
+    app_protocol: str | None,
+) -> dict[str, Any]:
+    port: dict[str, Any] = {
+        "name": "http",
+        "port": NGINX_PORT,
+        "targetPort": NGINX_PORT,
+        "protocol": "TCP",
+    }
+    if app_protocol:
+        port["appProtocol"] = app_protocol
+    metadata: dict[str, Any] = {
+        "name": NGINX,
+        "namespace": namespace,
+        "labels": _labels(run_slug, role, {"app": NGINX}),
+    }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {"type": service_type, "selector": {"app": NGINX}, "ports": [port]},
+    }
+
+
+def render_workloads(
+    namespace: str,
+    run_slug: str,
+    settings: KubernetesSettings,
+    profile: WorkloadProfile,
+    *,
+    node_selector: Mapping[str, str] | None = None,
+    environment_service_annotations: Mapping[str, str] | None = None,
+) -> WorkloadManifests:
+    """Every manifest of one run's workloads, in apply order per cluster."""
+    conf = nginx_conf(settings)
+    conf_hash = hashlib.sha256(conf.encode()).hexdigest()[:16]
+    # The environment's annotations concern load balancers (AWS: internet-facing), so they
+    # apply only to a LoadBalancer Service; the mesh's apply always.
+    service_annotations = {
+        **(environment_service_annotations if profile.service_type == "LoadBalancer" else {}),
+        **profile.service_annotations,
+    }
+
+    server: list[dict[str, Any]] = [
+        namespace_manifest(namespace, run_slug, "server", profile.namespace_labels),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": NGINX_CONF_MAP,
+                "namespace": namespace,
+                "labels": _labels(run_slug, "server"),
+            },
+            "data": {"nginx.conf": conf},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": NGINX,
+                "namespace": namespace,
+                "labels": _labels(run_slug, "server", {"app": NGINX}),
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": NGINX}},
+                "template": {
+                    "metadata": {
+                        "labels": _labels(run_slug, "server", {"app": NGINX, **profile.pod_labels}),
+                        "annotations": {
+                            CONFIG_HASH_ANNOTATION: conf_hash,
+                            **profile.server_pod_annotations,
+                        },
+                    },
+                    "spec": {
+                        **_pod_spec_extras(node_selector),
+                        "containers": [
+                            {
+                                "name": NGINX,
+                                "image": settings.nginx.image,
+                                "ports": [
+                                    {"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}
+                                ],
+                                "resources": resources(settings.nginx.resources),
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/", "port": NGINX_PORT},
+                                    "periodSeconds": 5,
+                                },
+                                "volumeMounts": [
+                                    {
+                                        "name": "conf",
+                                        "mountPath": "/etc/nginx/nginx.conf",
+                                        "subPath": "nginx.conf",
+                                        "readOnly": True,
+                                    }
+                                ],
+                            }
+                        ],
+                        "volumes": [{"name": "conf", "configMap": {"name": NGINX_CONF_MAP}}],
+                    },
+                },
+            },
+        },
+        nginx_service(
+            namespace,
+            run_slug,
+            "server",
+            profile.service_type,
+            service_annotations,
+            profile.service_app_protocol,
+        ),
+    ]
+
+    client: list[dict[str, Any]] = [
+        namespace_manifest(namespace, run_slug, "client", profile.namespace_labels)
+    ]
+    if profile.service_in_client_cluster:
+        # Same name and namespace, no endpoints here: the mesh routes to the server cluster.
+        client.append(
+            nginx_service(
+                namespace,
+                run_slug,
+                "client",
+                "ClusterIP",
+                profile.service_annotations,
+                profile.service_app_protocol,
+            )
+        )
+    client.append(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": FORTIO,
+                "namespace": namespace,
+                "labels": _labels(run_slug, "client", {"app": FORTIO}),
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": FORTIO}},
+                "template": {
+                    "metadata": {
+                        "labels": _labels(
+                            run_slug, "client", {"app": FORTIO, **profile.pod_labels}
+                        ),
+                        "annotations": dict(profile.client_pod_annotations),
+                    },
+                    "spec": {
+                        **_pod_spec_extras(node_selector),
+                        "containers": [
+                            {
+                                "name": FORTIO,
+                                "image": settings.fortio.image,
+                                # Server mode: REST API on 8080; results saved in data-dir
+                                # so /fortio/data/<id>.json serves them.
+                                "args": ["server", "-data-dir", FORTIO_DATA_DIR],
+                                "ports": [
+                                    {
+                                        "name": "http-rest",
+                                        "containerPort": FORTIO_REST_PORT,
+                                        "protocol": "TCP",
+                                    }
+                                ],
+                                "resources": resources(settings.fortio.resources),
+                                "readinessProbe": {
+                                    "httpGet": {
+                                        "path": "/fortio/rest/status",
+                                        "port": FORTIO_REST_PORT,
+                                    },
+                                    "periodSeconds": 5,
+                                },
+                                "volumeMounts": [{"name": "results", "mountPath": FORTIO_DATA_DIR}],
+                            }
+                        ],
+                        "volumes": [{"name": "results", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+    )
+    return WorkloadManifests(namespace, server, client)
+
+
+def workload_record(settings: KubernetesSettings) -> dict[str, Any]:
+    """Images, requests/limits and nginx settings, stored with each run."""
+    return {
+        "nginx_image": settings.nginx.image,
+        "fortio_image": settings.fortio.image,
+        "nginx_resources": resources(settings.nginx.resources),
+        "fortio_resources": resources(settings.fortio.resources),
+        "nginx_keepalive_requests": settings.nginx_keepalive_requests,
+        "direction": "fortio (client cluster) -> nginx (server cluster)",
+    }
