@@ -1,0 +1,81 @@
+"""Builds ``meshbench_aggregate``: runs when results land (asset) and once a day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable
+
+from meshbench.config import load_config
+from meshbench.dagfactory import RESULTS_ASSET
+
+DAG_ID = "meshbench_aggregate"
+POOL = "meshbench_aggregate"
+
+DOC = """
+# Aggregation of benchmark results
+
+Runs when a benchmark DAG has loaded results (the `meshbench_results` asset) and once a
+day. For each environment and benchmark date it computes, over the positive measured runs
+of the latest attempt: the study's table (QPS, avg, p90, p99, p99.9) with n, median,
+standard deviation and 95 % confidence interval; the overhead against the paired
+baseline; ratios between meshes and against `baseline`; a robust deviation check that
+excludes and lists outlying runs. The numbers go to `daily_summary` in Postgres; charts
+(PNG) and a Markdown and HTML report go to the artifact store under
+`reports/<environment>/<date>/`.
+
+An asset-triggered run has no logical date: it aggregates the (environment, date) pairs
+named by the triggering events. A scheduled run revisits its day and the day before.
+"""
+
+
+def run_aggregation(**context: Any) -> dict[str, Any]:
+    from meshbench.analysis.daily import (
+        keys_for_day,
+        keys_from_events,
+        run_daily_aggregation,
+    )
+    from meshbench.results.db import get_engine
+
+    extras = [
+        dict(event.extra or {})
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+    ]
+    keys = keys_from_events(extras)
+    if not keys:
+        moment = context["dag_run"].logical_date or context["dag_run"].run_after
+        keys = keys_for_day(moment.astimezone(UTC).date())
+    reports = run_daily_aggregation(get_engine(), load_config(), keys)
+    return {
+        "aggregated": [[env or "all", day.isoformat()] for env, day in keys],
+        "reports": {f"{r.environment}/{r.benchmark_date}": r.files for r in reports},
+    }
+
+
+def build_aggregation_dag() -> DAG:
+    config = load_config()
+    with DAG(
+        dag_id=DAG_ID,
+        description="Daily summaries, comparisons, charts and reports of benchmark results",
+        doc_md=DOC,
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=[RESULTS_ASSET]
+        ),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        tags=["meshbench", "aggregation"],
+        default_args={
+            "owner": config.defaults.owner,
+            "retries": config.defaults.retries,
+            "retry_delay": timedelta(seconds=config.defaults.retry_delay),
+            "pool": POOL,
+            "execution_timeout": timedelta(minutes=30),
+        },
+    ) as dag:
+        PythonOperator(task_id="aggregate", python_callable=run_aggregation)
+    return dag

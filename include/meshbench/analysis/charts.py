@@ -1,0 +1,87 @@
+"""PNG charts of a day's comparison and of the trend over dates (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from meshbench.analysis.report import mesh_label
+
+LATENCY_COLUMNS = {"avg": "avg", "p90": "p90", "p99": "p99", "p99.9": "p99.9"}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _labels(frame: pd.DataFrame) -> list[str]:
+    return [
+        mesh_label(mesh, version or None)
+        for mesh, version in zip(frame["mesh"], frame["mesh_version_key"], strict=True)
+    ]
+
+
+def qps_chart(frame: pd.DataFrame, title: str) -> bytes:
+    """Mean QPS per mesh with its 95 % confidence interval as error bars."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    means = frame["QPS"].to_numpy(dtype=float)
+    low = np.nan_to_num(means - frame["QPS ci95 low"].to_numpy(dtype=float))
+    high = np.nan_to_num(frame["QPS ci95 high"].to_numpy(dtype=float) - means)
+    positions = np.arange(len(frame))
+    axes.bar(positions, means, yerr=[low, high], capsize=6, color="#4c72b0")
+    axes.set_xticks(positions, _labels(frame), rotation=15, ha="right")
+    axes.set_ylabel("requests per second (mean, 95 % CI)")
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def latency_chart(frame: pd.DataFrame, title: str) -> bytes:
+    """avg, p90, p99 and p99.9 latency, grouped per mesh."""
+    figure, axes = plt.subplots(figsize=(8, 4))
+    positions = np.arange(len(frame))
+    width = 0.8 / len(LATENCY_COLUMNS)
+    for index, (column, label) in enumerate(LATENCY_COLUMNS.items()):
+        axes.bar(
+            positions + (index - 1.5) * width,
+            frame[column].to_numpy(dtype=float),
+            width,
+            label=label,
+        )
+    axes.set_xticks(positions, _labels(frame), rotation=15, ha="right")
+    axes.set_ylabel("latency (ms, mean of positive runs)")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def trend_chart(history: pd.DataFrame, title: str, metric: str = "avg_ms") -> bytes:
+    """One line per mesh over benchmark dates, with the 95 % CI as a band."""
+    figure, axes = plt.subplots(figsize=(8, 4))
+    data = history[history["metric"] == metric].sort_values("benchmark_date")
+    for (mesh, version), part in data.groupby(["mesh", "mesh_version_key"], sort=True):
+        dates = pd.to_datetime(part["benchmark_date"])
+        axes.plot(dates, part["mean"], marker="o", label=mesh_label(mesh, version or None))
+        if part["ci_low"].notna().any():
+            axes.fill_between(
+                dates, part["ci_low"].astype(float), part["ci_high"].astype(float), alpha=0.15
+            )
+    axes.set_ylabel({"avg_ms": "average latency (ms)", "qps": "QPS"}.get(metric, metric))
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if not data.empty:
+        axes.legend()
+    figure.autofmt_xdate()
+    return _png(figure)

@@ -1,0 +1,299 @@
+"""Builds the benchmark DAGs from the configuration.
+
+One DAG per enabled environment × mesh, ``meshbench_<environment>_<mesh>``:
+
+    create_clusters (setup)
+      -> prepare_pair
+      -> iteration_01 … iteration_NN, strictly one after the other:
+           install_mesh (setup) -> wait_mesh_ready -> deploy_workloads
+           -> wait_workloads_ready -> warmup -> measure -> uninstall_mesh (teardown)
+      -> delete_clusters (teardown of create_clusters)
+      -> load_results (outlet: the results asset)
+
+Teardowns run whatever happened before them (trigger rule ``all_done``): a half-made
+install or a half-created pair is removed too, and each tolerates what is already gone.
+A failed iteration does not stop the next one; ``load_results`` turns it into negative
+rows and fails the DAG run exactly when fewer than ``min_positive`` positive measured runs
+were recorded.
+
+Importing this module, or building DAGs with it, opens no connection, database or
+subprocess: task bodies import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule
+
+from meshbench.backend import RunContext
+from meshbench.config import (
+    VERSIONED_MESHES,
+    BenchmarkConfig,
+    format_duration,
+    load_config,
+)
+from meshbench.pipeline.steps import ITERATION_STEPS
+
+log = logging.getLogger(__name__)
+
+RESULTS_ASSET = Asset(name="meshbench_results", uri="meshbench://results/postgres")
+DAG_ID_PREFIX = "meshbench"
+STEP_TIMEOUT = timedelta(hours=1)
+MEASURE_TIMEOUT_MARGIN = timedelta(minutes=10)
+
+
+def dag_id_for(environment: str, mesh: str) -> str:
+    return f"{DAG_ID_PREFIX}_{environment}_{mesh}"
+
+
+# --------------------------------------------------------------- task bodies
+
+
+def _task_run(context: dict[str, Any]):
+    from meshbench.pipeline.steps import TaskRun
+
+    dag_run = context["dag_run"]
+    ti = context["ti"]
+    moment = dag_run.logical_date or dag_run.run_after or datetime.now(UTC)
+    return TaskRun(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        task_id=ti.task_id,
+        benchmark_date=moment.astimezone(UTC).date() if moment.tzinfo else moment.date(),
+        attempt=(getattr(dag_run, "clear_number", 0) or 0) + 1,
+        try_number=ti.try_number or 1,
+        params=dict(context.get("params") or {}),
+    )
+
+
+def run_pipeline_step(
+    environment: str, mesh: str, step: str, iteration: int | None = None, **context: Any
+) -> dict[str, Any]:
+    """The callable of every benchmark task."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from meshbench.pipeline.steps import Pipeline, StepSkipped, TooFewPositives
+
+    pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
+    try:
+        result = pipeline.run(step, iteration)
+    except StepSkipped as exc:
+        raise AirflowSkipException(str(exc)) from None
+    except TooFewPositives as exc:
+        # Retrying cannot add positive runs: fail without retries.
+        raise AirflowFailException(str(exc)) from None
+    if step == "load_results":
+        context["outlet_events"][RESULTS_ASSET].extra = {
+            "environment": environment,
+            "mesh": mesh,
+            "benchmark_date": result["benchmark_date"],
+            "run_id": result["run_id"],
+        }
+    return result
+
+
+# ------------------------------------------------------------------ documents
+
+
+def _plan_markdown(config: BenchmarkConfig, environment: str, mesh: str) -> str:
+    from meshbench.registry import get_backend
+
+    try:
+        ctx = RunContext(
+            config=config,
+            environment=environment,
+            mesh=mesh,
+            dag_id=dag_id_for(environment, mesh),
+            run_id="plan",
+            load=config.load_profile_for(environment),
+            mesh_version=config.mesh_version(environment, mesh),
+        )
+        return get_backend(config, environment, mesh).plan(ctx).render_markdown()
+    except Exception as exc:
+        log.warning("no plan for %s × %s: %s", environment, mesh, exc)
+        return f"_The plan could not be rendered: {exc}_"
+
+
+def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
+    load = config.load_profile_for(environment)
+    env = config.environment(environment)
+    version = config.mesh_version(environment, mesh)
+    paired = env.paired_baseline and mesh != "baseline"
+    lines = [
+        f"# `{environment}` × `{mesh}`" + (f" {version}" if version else ""),
+        "",
+        f"Benchmarks the `{mesh}` mesh between the two clusters of the `{environment}` "
+        f"environment and loads every result into the results database.",
+        "",
+        f"- Load profile `{config.load_profile_name_for(environment)}`: {load.qps} QPS "
+        f"requested, {load.connections} connection(s), {format_duration(load.duration)} per "
+        f"run, {load.runs_per_iteration} measured run(s) per iteration, {load.iterations} "
+        f"iteration(s), warm-up {'on' if load.warmup else 'off'}.",
+        f"- The run fails when fewer than {load.min_positive} measured runs are positive; a "
+        "failed iteration becomes negative rows with the failing task and reason.",
+        "- Paired baseline: "
+        + (
+            "on: each measured run follows a no-mesh run between the same clusters."
+            if paired
+            else "off."
+        ),
+        f"- Pool `{env.pool.name}` ({env.pool.slots} slot(s)); benchmarks sharing machines "
+        "never overlap.",
+        "- Trigger parameters can shorten a run (iterations up to the planned number, "
+        "duration, connections, QPS"
+        + (", mesh version" if mesh in VERSIONED_MESHES else "")
+        + ").",
+        "",
+        _plan_markdown(config, environment, mesh),
+    ]
+    return "\n".join(lines)
+
+
+def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, Param]:
+    load = config.load_profile_for(environment)
+    params = {
+        "iterations": Param(
+            load.iterations,
+            type="integer",
+            minimum=1,
+            maximum=load.iterations,
+            description="Iterations to run (the DAG has this many iteration groups).",
+        ),
+        "runs_per_iteration": Param(
+            load.runs_per_iteration,
+            type="integer",
+            minimum=1,
+            maximum=100,
+            description="Measured runs per iteration.",
+        ),
+        "duration": Param(
+            format_duration(load.duration),
+            type="string",
+            pattern=r"^(\d+(\.\d+)?(ms|s|m|h))+$",
+            description="Length of each measured run, e.g. 60s or 1m30s.",
+        ),
+        "connections": Param(load.connections, type="integer", minimum=1, maximum=1024),
+        "qps": Param(
+            load.qps,
+            type="integer",
+            minimum=0,
+            description="Requested QPS; 0 asks for as fast as possible.",
+        ),
+    }
+    if mesh in VERSIONED_MESHES:
+        params["mesh_version"] = Param(
+            config.mesh_version(environment, mesh),
+            type="string",
+            pattern=r"^v?\d+\.\d+\.\d+$",
+            description="Mesh release to install.",
+        )
+    return params
+
+
+# ---------------------------------------------------------------------- DAGs
+
+
+def _measure_timeout(config: BenchmarkConfig, environment: str, mesh: str) -> timedelta:
+    load = config.load_profile_for(environment)
+    paths = 2 if config.environment(environment).paired_baseline and mesh != "baseline" else 1
+    seconds = load.runs_per_iteration * paths * load.duration * 1.5
+    return timedelta(seconds=seconds) + MEASURE_TIMEOUT_MARGIN
+
+
+def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) -> DAG:
+    env = config.environment(environment)
+    load = config.load_profile_for(environment)
+    default_args: dict[str, Any] = {
+        "owner": config.defaults.owner,
+        "retries": config.defaults.retries,
+        "retry_delay": timedelta(seconds=config.defaults.retry_delay),
+        "pool": env.pool.name,
+        "execution_timeout": STEP_TIMEOUT,
+    }
+    queue = getattr(env, "queue", None)
+    if queue:
+        # The local environment's processes live on one machine: one worker serves it.
+        default_args["queue"] = queue
+
+    def step(task_id: str, name: str, iteration: int | None = None, **kwargs: Any):
+        return PythonOperator(
+            task_id=task_id,
+            python_callable=run_pipeline_step,
+            op_kwargs={
+                "environment": environment,
+                "mesh": mesh,
+                "step": name,
+                "iteration": iteration,
+            },
+            **kwargs,
+        )
+
+    with DAG(
+        dag_id=dag_id_for(environment, mesh),
+        description=f"Benchmark {mesh} in the {environment} environment",
+        doc_md=_doc_md(config, environment, mesh),
+        schedule=config.schedule_for(environment),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=env.paused_on_creation,
+        tags=["meshbench", "benchmark", f"env:{environment}", f"mesh:{mesh}"],
+        default_args=default_args,
+        params=_params(config, environment, mesh),
+        render_template_as_native_obj=False,
+    ) as dag:
+        create = step("create_clusters", "create_clusters")
+        prepare = step("prepare_pair", "prepare_pair")
+        create >> prepare
+        previous = prepare
+        for iteration in range(1, load.iterations + 1):
+            with TaskGroup(group_id=f"iteration_{iteration:02d}") as group:
+                group.doc_md = f"Iteration {iteration}: install, prove ready, measure, remove."
+                tasks = {
+                    name: step(
+                        name,
+                        name,
+                        iteration,
+                        **(
+                            {"execution_timeout": _measure_timeout(config, environment, mesh)}
+                            if name in ("measure", "warmup")
+                            else {}
+                        ),
+                    )
+                    for name in ITERATION_STEPS
+                }
+                chain = [tasks[name] for name in ITERATION_STEPS]
+                for upstream, downstream in itertools.pairwise(chain):
+                    upstream >> downstream
+                tasks["uninstall_mesh"].as_teardown(setups=tasks["install_mesh"])
+                tasks["uninstall_mesh"].trigger_rule = TriggerRule.ALL_DONE
+            # Iterations follow each other whatever the previous one's outcome.
+            tasks["install_mesh"].trigger_rule = TriggerRule.ALL_DONE
+            previous >> tasks["install_mesh"]
+            previous = tasks["uninstall_mesh"]
+        delete = step("delete_clusters", "delete_clusters")
+        previous >> delete
+        delete.as_teardown(setups=create)
+        delete.trigger_rule = TriggerRule.ALL_DONE
+        load_results = step(
+            "load_results",
+            "load_results",
+            outlets=[RESULTS_ASSET],
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=1,
+        )
+        delete >> load_results
+    return dag
+
+
+def build_benchmark_dags(config: BenchmarkConfig | None = None) -> dict[str, DAG]:
+    config = config or load_config()
+    return {
+        dag_id_for(environment, mesh): build_benchmark_dag(config, environment, mesh)
+        for environment, mesh in config.matrix
+    }

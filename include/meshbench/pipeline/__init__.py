@@ -1,0 +1,1 @@
+"""What the benchmark DAG's tasks do: run backend steps, keep artifacts, load results."""

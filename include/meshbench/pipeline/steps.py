@@ -1,0 +1,467 @@
+"""One function per DAG task, independent of Airflow's objects so it can be tested alone.
+
+Each step runs a ``Backend`` method, writes what it produced to the artifact store under
+the DAG run's folder and records a failure (task and reason) there before re-raising, so
+``load_results`` can turn a failed iteration into negative rows even though the failed
+task returned nothing. A retried step finds what an earlier try wrote (deterministic
+paths) and adopts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from meshbench.backend import (
+    PHASE_MEASURED,
+    PHASE_PAIRED_BASELINE,
+    PHASE_WARMUP,
+    Backend,
+    MeasurementOutcome,
+    RunContext,
+    StepFailed,
+)
+from meshbench.benchlock import exclusive_benchmark
+from meshbench.config import BenchmarkConfig, ConfigError, LoadProfile, parse_duration
+from meshbench.pipeline.artifacts import ArtifactStore, now_iso
+from meshbench.registry import get_backend
+from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
+
+log = logging.getLogger(__name__)
+
+ITERATION_STEPS = (
+    "install_mesh",
+    "wait_mesh_ready",
+    "deploy_workloads",
+    "wait_workloads_ready",
+    "warmup",
+    "measure",
+    "uninstall_mesh",
+)
+PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
+# Fault injection for operators checking that teardown and negative rows work: a task id
+# (for example ``iteration_01.install_mesh``) that fails on purpose.
+INJECT_FAILURE_ENV_VAR = "MESHBENCH_INJECT_FAILURE"
+MAX_REASON_LENGTH = 2000
+
+
+class StepSkipped(Exception):
+    """The step has nothing to do (an unplanned iteration, a pair that was never made)."""
+
+
+class TooFewPositives(Exception):
+    """The run recorded fewer positive measured runs than ``min_positive``."""
+
+
+def iteration_group(iteration: int) -> str:
+    return f"iteration_{iteration:02d}"
+
+
+def iteration_task_id(iteration: int, step: str) -> str:
+    return f"{iteration_group(iteration)}.{step}"
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What a running task knows about itself, taken from the Airflow context."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    benchmark_date: date
+    attempt: int = 1
+    try_number: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
+    """The load profile with the trigger form's overrides applied and validated."""
+    updates: dict[str, Any] = {}
+    for name in ("iterations", "connections", "qps", "runs_per_iteration"):
+        if params.get(name) is not None:
+            updates[name] = int(params[name])
+    if params.get("duration"):
+        updates["duration"] = parse_duration(params["duration"])
+    merged = base.model_dump() | updates
+    planned = merged["iterations"] * merged["runs_per_iteration"]
+    # Fewer iterations asked for in the trigger form lower the bar with them.
+    merged["min_positive"] = min(merged["min_positive"], planned)
+    try:
+        return LoadProfile.model_validate(merged)
+    except Exception as exc:
+        raise ConfigError(f"trigger parameters {updates}: {exc}") from None
+
+
+def build_context(
+    config: BenchmarkConfig, environment: str, mesh: str, task: TaskRun
+) -> RunContext:
+    load = effective_load(config.load_profile_for(environment), task.params)
+    version = task.params.get("mesh_version") or config.mesh_version(environment, mesh)
+    return RunContext(
+        config=config,
+        environment=environment,
+        mesh=mesh,
+        dag_id=task.dag_id,
+        run_id=task.run_id,
+        load=load,
+        mesh_version=version,
+        labels={
+            "environment": environment,
+            "mesh": mesh,
+            "dag_id": task.dag_id,
+            "dag_run_id": task.run_id,
+            "attempt": str(task.attempt),
+        },
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    text_ = str(exc) or type(exc).__name__
+    if not isinstance(exc, StepFailed):
+        text_ = f"{type(exc).__name__}: {text_}"
+    return text_[:MAX_REASON_LENGTH]
+
+
+class Pipeline:
+    """The steps of one environment × mesh DAG run."""
+
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        environment: str,
+        mesh: str,
+        task: TaskRun,
+        backend: Backend | None = None,
+    ) -> None:
+        self.config = config
+        self.environment = environment
+        self.mesh = mesh
+        self.task = task
+        self.ctx = build_context(config, environment, mesh, task)
+        self.backend = backend or get_backend(config, environment, mesh)
+        self.store = ArtifactStore(config)
+        self.run_dir = self.store.run_dir(task.dag_id, task.run_id, task.attempt)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _step_file(self, task_id: str):
+        return self.run_dir / "steps" / f"{task_id}.json"
+
+    def _failure_file(self, task_id: str):
+        return self.run_dir / "failures" / f"{task_id}.json"
+
+    def _artifact(self, iteration: int, phase: str, run_index: int):
+        return self.run_dir / iteration_group(iteration) / f"{phase}-{run_index:02d}.json"
+
+    def _started(self, task_id: str) -> bool:
+        return (self.run_dir / "started" / task_id).exists()
+
+    def _mark_started(self, task_id: str) -> None:
+        marker = self.run_dir / "started" / task_id
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def run(self, step: str, iteration: int | None = None) -> dict[str, Any]:
+        """Run one step; on failure record the reason in the store, then re-raise."""
+        task_id = self.task.task_id
+        started_at = now_iso()
+        try:
+            self._guard(step, iteration)
+            self._mark_started(task_id)
+            if os.environ.get(INJECT_FAILURE_ENV_VAR) == task_id:
+                raise StepFailed(f"failure injected at {task_id} (${INJECT_FAILURE_ENV_VAR})")
+            result = getattr(self, f"_{step}")(iteration) or {}
+        except StepSkipped:
+            raise
+        except TooFewPositives:
+            raise
+        except Exception as exc:
+            self.store.write_json(
+                self._failure_file(task_id),
+                {
+                    "task_id": task_id,
+                    "reason": _reason(exc),
+                    "try_number": self.task.try_number,
+                    "at": now_iso(),
+                },
+            )
+            log.error("%s failed: %s", task_id, _reason(exc))
+            raise
+        self.store.write_json(
+            self._step_file(task_id),
+            {
+                "task_id": task_id,
+                "started_at": started_at,
+                "finished_at": now_iso(),
+                "try_number": self.task.try_number,
+                "result": result,
+            },
+        )
+        return result
+
+    def _guard(self, step: str, iteration: int | None) -> None:
+        if iteration is not None and iteration > self.ctx.load.iterations:
+            raise StepSkipped(
+                f"iteration {iteration} is not planned (iterations={self.ctx.load.iterations})"
+            )
+        if step == "install_mesh" and not self._step_file("prepare_pair").exists():
+            raise StepSkipped("the cluster pair was not prepared; see create_clusters")
+        if step == "uninstall_mesh" and not self._started(
+            iteration_task_id(iteration or 0, "install_mesh")
+        ):
+            raise StepSkipped("the mesh was never installed in this iteration")
+        if step == "delete_clusters" and not self._started("create_clusters"):
+            raise StepSkipped("no clusters were created")
+
+    # ------------------------------------------------------------------- steps
+
+    def _create_clusters(self, _: int | None) -> dict[str, Any]:
+        return self.backend.create_clusters(self.ctx)
+
+    def _prepare_pair(self, _: int | None) -> dict[str, Any]:
+        return self.backend.prepare_pair(self.ctx)
+
+    def _install_mesh(self, iteration: int) -> dict[str, Any]:
+        return self.backend.install_mesh(self.ctx, iteration)
+
+    def _wait_mesh_ready(self, iteration: int) -> dict[str, Any]:
+        return self.backend.wait_mesh_ready(self.ctx, iteration)
+
+    def _deploy_workloads(self, iteration: int) -> dict[str, Any]:
+        return self.backend.deploy_workloads(self.ctx, iteration)
+
+    def _wait_workloads_ready(self, iteration: int) -> dict[str, Any]:
+        return self.backend.wait_workloads_ready(self.ctx, iteration)
+
+    def _uninstall_mesh(self, iteration: int) -> dict[str, Any]:
+        self.backend.uninstall_mesh(self.ctx, iteration)
+        return {}
+
+    def _delete_clusters(self, _: int | None) -> dict[str, Any]:
+        self.backend.delete_clusters(self.ctx)
+        return {}
+
+    def _load_one(self, iteration: int, phase: str, run_index: int) -> dict[str, Any]:
+        """Run the load generator once unless an earlier try already kept this run."""
+        path = self._artifact(iteration, phase, run_index)
+        if path.exists():
+            log.info("adopting %s from an earlier try", path)
+            document = self.store.read_json(path)
+        else:
+            began = time.monotonic()
+            with exclusive_benchmark(f"{self.task.dag_id} {self.task.task_id}"):
+                outcome = self.backend.run_load(self.ctx, iteration, phase, run_index)
+            document = {
+                "iteration": iteration,
+                "phase": phase,
+                "run_index": run_index,
+                "task_id": self.task.task_id,
+                "try_number": self.task.try_number,
+                "written_at": now_iso(),
+                "wall_seconds": round(time.monotonic() - began, 3),
+                "result": outcome.raw_result,
+                "failure": outcome.failure,
+                "context": outcome.context,
+                "resource_samples": outcome.resource_samples,
+            }
+            self.store.write_json(path, document)
+        return {
+            "phase": phase,
+            "run_index": run_index,
+            "failure": document["failure"],
+            "artifact": str(path),
+        }
+
+    def _warmup(self, iteration: int) -> dict[str, Any]:
+        if not self.ctx.load.warmup:
+            return {"warmup": "disabled in the load profile"}
+        return self._load_one(iteration, PHASE_WARMUP, 1)
+
+    def paired_baseline_enabled(self) -> bool:
+        return self.mesh != "baseline" and self.config.environment(self.environment).paired_baseline
+
+    def _measure(self, iteration: int) -> dict[str, Any]:
+        # With a paired baseline the two paths alternate (B1 M1 B2 M2 ...): on small
+        # machines background activity drifts, and interleaving exposes both to the same.
+        runs = []
+        for run_index in range(1, self.ctx.load.runs_per_iteration + 1):
+            if self.paired_baseline_enabled():
+                runs.append(self._load_one(iteration, PHASE_PAIRED_BASELINE, run_index))
+            runs.append(self._load_one(iteration, PHASE_MEASURED, run_index))
+        return {"runs": runs}
+
+    def _load_results(self, _: int | None) -> dict[str, Any]:
+        from meshbench.results.db import get_engine
+
+        return collect_and_load(self, get_engine())
+
+
+# ------------------------------------------------------------------- collection
+
+
+def _read_failures(pipeline: Pipeline) -> dict[str, str]:
+    folder = pipeline.run_dir / "failures"
+    if not folder.exists():
+        return {}
+    failures = {}
+    for path in folder.iterdir():
+        document = pipeline.store.read_json(path)
+        failures[document["task_id"]] = document["reason"]
+    return failures
+
+
+def _first_failure(failures: dict[str, str], task_ids: list[str]) -> tuple[str, str] | None:
+    for task_id in task_ids:
+        if task_id in failures:
+            return task_id, failures[task_id]
+    return None
+
+
+def _read_step(pipeline: Pipeline, task_id: str) -> dict[str, Any] | None:
+    path = pipeline._step_file(task_id)
+    return pipeline.store.read_json(path) if path.exists() else None
+
+
+def _cluster_minutes(pipeline: Pipeline, info: dict[str, Any]) -> float | None:
+    if "cluster_minutes" in info:
+        return float(info["cluster_minutes"])
+    if pipeline.environment == "local":
+        return None
+    created = _read_step(pipeline, "create_clusters")
+    deleted = _read_step(pipeline, "delete_clusters")
+    if not created:
+        return None
+    start = datetime.fromisoformat(created["started_at"])
+    end = datetime.fromisoformat(deleted["finished_at"]) if deleted else datetime.now(UTC)
+    return 2 * (end - start).total_seconds() / 60.0
+
+
+def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
+    """Every measurement of the run: kept artifacts, and negatives for runs never made."""
+    failures = _read_failures(pipeline)
+    pair_failure = _first_failure(failures, ["create_clusters", "prepare_pair"])
+    load = pipeline.ctx.load
+    records: list[MeasurementRecord] = []
+    for iteration in range(1, load.iterations + 1):
+        group_ids = [iteration_task_id(iteration, step) for step in ITERATION_STEPS]
+        failure = _first_failure(failures, group_ids) or pair_failure
+        folder = pipeline.run_dir / iteration_group(iteration)
+        kept: set[tuple[str, int]] = set()
+        if folder.exists():
+            for path in sorted(folder.iterdir()):
+                document = pipeline.store.read_json(path)
+                kept.add((document["phase"], document["run_index"]))
+                records.append(
+                    MeasurementRecord(
+                        iteration=iteration,
+                        phase=document["phase"],
+                        run_index=document["run_index"],
+                        outcome=MeasurementOutcome(
+                            raw_result=document.get("result"),
+                            failure=document.get("failure"),
+                            context=document.get("context") or {},
+                            resource_samples=document.get("resource_samples") or [],
+                        ),
+                        artifact_uri=str(path),
+                        source=str(path),
+                    )
+                )
+        for run_index in range(1, load.runs_per_iteration + 1):
+            if (PHASE_MEASURED, run_index) in kept:
+                continue
+            failed_task, reason = failure or (
+                iteration_task_id(iteration, "measure"),
+                "the measured run was never made (its task did not run to this point)",
+            )
+            records.append(
+                MeasurementRecord(
+                    iteration=iteration,
+                    phase=PHASE_MEASURED,
+                    run_index=run_index,
+                    outcome=MeasurementOutcome(raw_result=None, failure=f"{failed_task}: {reason}"),
+                    failed_task=failed_task,
+                )
+            )
+    return records
+
+
+def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
+    """Load the run into Postgres; TooFewPositives when below ``min_positive``."""
+    ctx = pipeline.ctx
+    task = pipeline.task
+    records = collect_records(pipeline)
+    created = _read_step(pipeline, "create_clusters")
+    try:
+        info = pipeline.backend.run_info(ctx)
+    except Exception as exc:
+        info = {"run_info_error": _reason(exc)}
+    failures = _read_failures(pipeline)
+    settings = {
+        "backend": info,
+        "clusters": (created or {}).get("result", {}),
+        "load_profile": ctx.load.model_dump(),
+        "load_profile_name": pipeline.config.load_profile_name_for(pipeline.environment),
+        "paired_baseline": pipeline.paired_baseline_enabled(),
+        "params": task.params,
+        "failures": failures,
+        "artifacts": str(pipeline.run_dir),
+    }
+    measured_positive = 0
+    run = RunRecord(
+        source_key=f"airflow:{task.dag_id}:{task.run_id}:{task.attempt}",
+        environment=pipeline.environment,
+        mesh=pipeline.mesh,
+        mesh_version=ctx.mesh_version,
+        version_profile=pipeline.config.version_profile_name_for(pipeline.environment),
+        benchmark_date=task.benchmark_date,
+        dag_id=task.dag_id,
+        dag_run_id=task.run_id,
+        load_profile=pipeline.config.load_profile_name_for(pipeline.environment),
+        qps=ctx.load.qps,
+        connections=ctx.load.connections,
+        duration_s=ctx.load.duration,
+        iterations=ctx.load.iterations,
+        runs_per_iteration=ctx.load.runs_per_iteration,
+        started_at=datetime.fromisoformat(created["started_at"]) if created else datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        settings=settings,
+        state="running",
+        cluster_minutes=_cluster_minutes(pipeline, info),
+    )
+    report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
+    with engine.connect() as connection:
+        measured_positive = connection.execute(
+            text(
+                "SELECT count(*) FROM measurement WHERE run_id = :run AND phase = 'measured' "
+                "AND positive"
+            ),
+            {"run": report.run_id},
+        ).scalar_one()
+    passed = measured_positive >= ctx.load.min_positive
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE run SET state = :state WHERE id = :run"),
+            {"state": "success" if passed else "failed", "run": report.run_id},
+        )
+    summary = {
+        "run_id": report.run_id,
+        "attempt": report.attempt,
+        "environment": pipeline.environment,
+        "mesh": pipeline.mesh,
+        "benchmark_date": task.benchmark_date.isoformat(),
+        "positive_measured": measured_positive,
+        "min_positive": ctx.load.min_positive,
+        "negatives": report.negatives,
+    }
+    if not passed:
+        raise TooFewPositives(
+            f"{measured_positive} positive measured run(s), fewer than min_positive "
+            f"{ctx.load.min_positive}; negatives: " + "; ".join(report.negatives)[:1500]
+        )
+    return summary

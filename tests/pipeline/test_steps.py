@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import text
+
+from meshbench.config import ArtifactSettings, LoadProfile, load_config
+from meshbench.pipeline.steps import (
+    INJECT_FAILURE_ENV_VAR,
+    ITERATION_STEPS,
+    Pipeline,
+    StepSkipped,
+    TaskRun,
+    TooFewPositives,
+    effective_load,
+    iteration_task_id,
+)
+from tests.pipeline.replay_backend import ReplayBackend
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def config(tmp_path):
+    base = load_config()
+    load = LoadProfile(
+        duration="60s", iterations=2, runs_per_iteration=2, min_positive=3, warmup=True
+    )
+    return base.model_copy(
+        update={
+            "artifacts": ArtifactSettings(base_uri=(tmp_path / "artifacts").as_uri()),
+            "load_profiles": {**base.load_profiles, "study": load},
+        }
+    )
+
+
+def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
+    """Run the steps in DAG order, the way Airflow's trigger rules would."""
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
+
+    def step(task_id, name, iteration=None):
+        task = TaskRun(
+            dag_id="meshbench_local_envoy-mtls",
+            run_id=run_id,
+            task_id=task_id,
+            benchmark_date=date(2026, 1, 2),
+            attempt=attempt,
+        )
+        return Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
+
+    outcomes = {}
+
+    def attempt_step(task_id, name, iteration=None, upstream_ok=True):
+        if not upstream_ok:
+            outcomes[task_id] = "upstream_failed"
+            return False
+        try:
+            step(task_id, name, iteration)
+            outcomes[task_id] = "success"
+            return True
+        except StepSkipped:
+            outcomes[task_id] = "skipped"
+            return False
+        except TooFewPositives:
+            outcomes[task_id] = "failed"
+            raise
+        except Exception:
+            outcomes[task_id] = "failed"
+            return False
+
+    ok = attempt_step("create_clusters", "create_clusters")
+    attempt_step("prepare_pair", "prepare_pair", upstream_ok=ok)
+    for iteration in (1, 2):
+        ok = True
+        for name in ITERATION_STEPS[:-1]:
+            ok = attempt_step(iteration_task_id(iteration, name), name, iteration, upstream_ok=ok)
+        attempt_step(iteration_task_id(iteration, "uninstall_mesh"), "uninstall_mesh", iteration)
+    attempt_step("delete_clusters", "delete_clusters")
+    try:
+        attempt_step("load_results", "load_results")
+    except TooFewPositives as exc:
+        return outcomes, exc
+    return outcomes, None
+
+
+def measurements(engine):
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT iteration, phase, run_index, positive, failed_task, reason "
+                "FROM measurement ORDER BY iteration, phase, run_index"
+            )
+        ).all()
+
+
+def test_full_run_keeps_every_result_and_interleaves_paired_baseline(
+    config, clean_results, monkeypatch
+):
+    backend = ReplayBackend(config)
+    outcomes, failure = drive(config, backend, clean_results, monkeypatch)
+    assert failure is None and outcomes["load_results"] == "success"
+    rows = measurements(clean_results)
+    measured = [r for r in rows if r.phase == "measured"]
+    assert len(measured) == 4 and all(r.positive for r in measured)
+    assert {r.phase for r in rows} == {"warmup", "measured", "paired-baseline"}
+    loads = [c for c in backend.calls if c.startswith("run_load:1:")]
+    assert loads == [
+        "run_load:1:warmup:1",
+        "run_load:1:paired-baseline:1",
+        "run_load:1:measured:1",
+        "run_load:1:paired-baseline:2",
+        "run_load:1:measured:2",
+    ]
+    with clean_results.connect() as connection:
+        state, attempt = connection.execute(text("SELECT state, attempt FROM run")).one()
+    assert (state, attempt) == ("success", 1)
+
+
+def test_failed_install_makes_its_iteration_negative_and_the_next_runs(
+    config, clean_results, monkeypatch
+):
+    monkeypatch.setenv(INJECT_FAILURE_ENV_VAR, "iteration_01.install_mesh")
+    backend = ReplayBackend(config)
+    config2 = config.model_copy(
+        update={
+            "load_profiles": {
+                **config.load_profiles,
+                "study": config.load_profiles["study"].model_copy(update={"min_positive": 2}),
+            }
+        }
+    )
+    outcomes, failure = drive(config2, backend, clean_results, monkeypatch)
+    assert failure is None
+    assert outcomes["iteration_01.install_mesh"] == "failed"
+    assert outcomes["iteration_01.uninstall_mesh"] == "success"  # teardown ran
+    assert "uninstall_mesh:1" in backend.calls and "delete_clusters" in backend.calls
+    rows = [r for r in measurements(clean_results) if r.phase == "measured"]
+    first = [r for r in rows if r.iteration == 1]
+    assert [r.positive for r in first] == [False, False]
+    assert all(r.failed_task == "iteration_01.install_mesh" for r in first)
+    assert all("failure injected at iteration_01.install_mesh" in r.reason for r in first)
+    assert all(r.positive for r in rows if r.iteration == 2)
+
+
+def test_too_few_positives_fails_the_run_but_keeps_the_rows(config, clean_results, monkeypatch):
+    backend = ReplayBackend(config, bad_runs={(1, 1), (1, 2)})
+    _, failure = drive(config, backend, clean_results, monkeypatch)
+    assert isinstance(failure, TooFewPositives)
+    assert "2 positive measured run(s), fewer than min_positive 3" in str(failure)
+    rows = [r for r in measurements(clean_results) if r.phase == "measured"]
+    assert [r.positive for r in rows] == [False, False, True, True]
+    assert "non-2xx return codes: 503×3" in rows[0].reason
+    with clean_results.connect() as connection:
+        assert connection.execute(text("SELECT state FROM run")).scalar_one() == "failed"
+
+
+def test_failed_create_skips_iterations_and_records_why(config, clean_results, monkeypatch):
+    backend = ReplayBackend(config, fail={"create_clusters": "quota exceeded"})
+    outcomes, failure = drive(config, backend, clean_results, monkeypatch)
+    assert isinstance(failure, TooFewPositives)
+    assert outcomes["iteration_01.install_mesh"] == "skipped"
+    assert outcomes["iteration_01.uninstall_mesh"] == "skipped"
+    assert "delete_clusters" in backend.calls  # teardown of a half-made pair still runs
+    rows = measurements(clean_results)
+    assert len(rows) == 4
+    assert all(r.failed_task == "create_clusters" and "quota exceeded" in r.reason for r in rows)
+
+
+def test_retried_measure_adopts_runs_already_kept(config, clean_results, monkeypatch, tmp_path):
+    backend = ReplayBackend(config)
+    drive(config, backend, clean_results, monkeypatch)
+    again = ReplayBackend(config)
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__1",
+        task_id="iteration_01.measure",
+        benchmark_date=date(2026, 1, 2),
+        try_number=2,
+    )
+    Pipeline(config, "local", "envoy-mtls", task, backend=again).run("measure", 1)
+    assert not [c for c in again.calls if c.startswith("run_load")]
+
+
+def test_rerun_of_the_same_date_is_a_new_attempt(config, clean_results, monkeypatch):
+    drive(config, ReplayBackend(config), clean_results, monkeypatch, attempt=1)
+    drive(config, ReplayBackend(config), clean_results, monkeypatch, attempt=2)
+    drive(config, ReplayBackend(config), clean_results, monkeypatch, attempt=2)  # reload
+    with clean_results.connect() as connection:
+        runs = connection.execute(
+            text("SELECT attempt, is_latest_attempt FROM v_run ORDER BY attempt")
+        ).all()
+        measured = connection.execute(
+            text("SELECT count(*) FROM measurement WHERE phase = 'measured'")
+        ).scalar_one()
+    assert [tuple(r) for r in runs] == [(1, False), (2, True)]
+    assert measured == 8
+
+
+def test_unplanned_iterations_are_skipped(config, tmp_path) -> None:
+    task = TaskRun(
+        dag_id="d",
+        run_id="r",
+        task_id="iteration_02.install_mesh",
+        benchmark_date=date(2026, 1, 2),
+        params={"iterations": 1},
+    )
+    pipeline = Pipeline(config, "local", "envoy-mtls", task, backend=ReplayBackend(config))
+    with pytest.raises(StepSkipped, match="iteration 2 is not planned"):
+        pipeline.run("install_mesh", 2)
+
+
+def test_trigger_parameters_override_the_profile() -> None:
+    base = LoadProfile()
+    load = effective_load(base, {"iterations": 1, "duration": "10s", "connections": 4})
+    assert (load.iterations, load.duration, load.connections) == (1, 10.0, 4)
+    assert load.min_positive == 3  # lowered with the iterations asked for
+    with pytest.raises(ValueError, match="connections"):
+        effective_load(base, {"connections": 0})
