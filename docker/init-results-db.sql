@@ -1,0 +1,2 @@
+-- The results database lives beside Airflow's metadata database, separate from it.
+CREATE DATABASE meshbench;
