@@ -17,6 +17,7 @@ from meshbench.config import ConfigError
 COMMAND_MODULES = (
     "meshbench.cli.db",
     "meshbench.cli.results",
+    "meshbench.cli.plan",
     "meshbench.cli.pipeline",
 )
 

@@ -32,8 +32,22 @@ class Op:
     action: Action
 
 
+class _ManifestDumper(yaml.SafeDumper):
+    """Multi-line strings (an nginx.conf in a ConfigMap) as readable ``|`` blocks."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_text)
+
+
 def render_manifests(manifests: Iterable[Mapping[str, Any]]) -> str:
-    return yaml.safe_dump_all([dict(m) for m in manifests], sort_keys=False).rstrip()
+    return yaml.dump_all(
+        [dict(m) for m in manifests], Dumper=_ManifestDumper, sort_keys=False
+    ).rstrip()
 
 
 def run_ops(ops: Sequence[Op], clusters: Clusters) -> dict[str, Any]:

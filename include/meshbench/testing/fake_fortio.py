@@ -110,7 +110,7 @@ class FakeFortio:
         with self._lock:
             self.saved[state["result_id"]] = result
 
-    def _start_run(self, body: dict[str, Any]) -> tuple[int, str]:
+    def _start_run(self, body: dict[str, Any], seconds: float) -> tuple[int, str]:
         with self._lock:
             self._next_id += 1
             run_id = self._next_id
@@ -121,7 +121,7 @@ class FakeFortio:
                 "started": time.monotonic(),
             }
         if self.mode not in ("hang",):
-            timer = threading.Timer(self.run_seconds, self._finish, args=(run_id,))
+            timer = threading.Timer(seconds, self._finish, args=(run_id,))
             timer.daemon = True
             timer.start()
         return run_id, result_id
@@ -203,8 +203,11 @@ class FakeFortio:
                 if not values.get("url", "").strip():
                     self._reply(400, {"error": True, "message": "URL is required"})
                     return
-                run_id, result_id = fake._start_run(values)
-                if values.get("async") == "on":
+                asynchronous = values.get("async") == "on"
+                # Synchronous runs are short probes (n requests); answer them quickly.
+                seconds = fake.run_seconds if asynchronous else min(fake.run_seconds, 0.05)
+                run_id, result_id = fake._start_run(values, seconds)
+                if asynchronous:
                     host = self.headers.get("Host", f"127.0.0.1:{fake.port}")
                     self._reply(
                         200,

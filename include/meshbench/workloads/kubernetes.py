@@ -10,7 +10,7 @@ exist in the client cluster too (Istio's multi-cluster discovery).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,8 +41,9 @@ class WorkloadProfile:
 
     ``protocol`` is what the mesh's data plane handles ("http" for L7 proxies, "tcp" for L4,
     "ip" for an L3 tunnel), ``path`` the hops a request takes, and
-    ``crosses_cloud_load_balancer`` whether that path goes through a cloud load balancer:
-    all three are recorded with every measurement so unlike set-ups are visible.
+    ``crosses_load_balancer`` whether that path goes through a LoadBalancer Service's
+    external address (a cloud load balancer on AWS, MetalLB on bare metal; the environment
+    records which): all three are recorded with every measurement so unlike set-ups are visible.
     """
 
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
@@ -55,7 +56,7 @@ class WorkloadProfile:
     service_in_client_cluster: bool = False
     protocol: Literal["http", "tcp", "ip"] = "http"
     path: str = ""
-    crosses_cloud_load_balancer: bool = False
+    crosses_load_balancer: bool = False
     # Containers on the path beyond the workload namespace (gateways, forwarders, ...).
     extra_sample_scopes: tuple[SampleScope, ...] = ()
 
@@ -64,7 +65,7 @@ class WorkloadProfile:
         return {
             "protocol": self.protocol,
             "path": self.path,
-            "crosses_cloud_load_balancer": self.crosses_cloud_load_balancer,
+            "crosses_load_balancer": self.crosses_load_balancer,
             "service_type": self.service_type,
             "service_app_protocol": self.service_app_protocol,
             "namespace_labels": dict(self.namespace_labels),
@@ -107,6 +108,13 @@ def nginx_conf(settings: KubernetesSettings) -> str:
     )
 
 
+def _pod_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"labels": dict(labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return metadata
+
+
 def _pod_spec_extras(node_selector: Mapping[str, str] | None) -> dict[str, Any]:
     return {"nodeSelector": dict(node_selector)} if node_selector else {}
 
@@ -118,6 +126,7 @@ def nginx_service(
     service_type: str,
     annotations: Mapping[str, str],
     app_protocol: str | None,
+    source_ranges: Sequence[str] = (),
 ) -> dict[str, Any]:
     port: dict[str, Any] = {
         "name": "http",
@@ -134,12 +143,10 @@ def nginx_service(
     }
     if annotations:
         metadata["annotations"] = dict(annotations)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata,
-        "spec": {"type": service_type, "selector": {"app": NGINX}, "ports": [port]},
-    }
+    spec: dict[str, Any] = {"type": service_type, "selector": {"app": NGINX}, "ports": [port]}
+    if service_type == "LoadBalancer" and source_ranges:
+        spec["loadBalancerSourceRanges"] = list(source_ranges)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
 def render_workloads(
@@ -150,6 +157,7 @@ def render_workloads(
     *,
     node_selector: Mapping[str, str] | None = None,
     environment_service_annotations: Mapping[str, str] | None = None,
+    load_balancer_source_ranges: Sequence[str] = (),
 ) -> WorkloadManifests:
     """Every manifest of one run's workloads, in apply order per cluster."""
     conf = nginx_conf(settings)
@@ -228,6 +236,7 @@ def render_workloads(
             profile.service_type,
             service_annotations,
             profile.service_app_protocol,
+            load_balancer_source_ranges,
         ),
     ]
 

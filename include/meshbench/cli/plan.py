@@ -1,0 +1,54 @@
+"""``meshbench plan --env E --mesh M``: print every step a DAG run would take, running none."""
+
+from __future__ import annotations
+
+import argparse
+
+from meshbench.backend import RunContext
+from meshbench.cli import CommandError
+from meshbench.config import ENVIRONMENT_NAMES, MESH_NAMES, BenchmarkConfig, load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    plan = subparsers.add_parser(
+        "plan", help="print the ordered steps of an environment × mesh without running them"
+    )
+    plan.add_argument(
+        "--env", "--environment", dest="environment", required=True, choices=ENVIRONMENT_NAMES
+    )
+    plan.add_argument("--mesh", required=True, choices=MESH_NAMES)
+    plan.add_argument(
+        "--config",
+        help="benchmark configuration file (default: $MESHBENCH_CONFIG "
+        "or the packaged benchmarks.yaml)",
+    )
+    plan.add_argument("--markdown", action="store_true", help="print Markdown (as the DAG doc)")
+    plan.set_defaults(handler=_plan)
+
+
+def placeholder_context(config: BenchmarkConfig, environment: str, mesh: str) -> RunContext:
+    """The context a plan is rendered with: the DAG's id and the run id ``plan``."""
+    return RunContext(
+        config=config,
+        environment=environment,
+        mesh=mesh,
+        dag_id=f"meshbench_{environment}_{mesh}",
+        run_id="plan",
+        load=config.load_profile_for(environment),
+        mesh_version=config.mesh_version(environment, mesh),
+    )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from meshbench.registry import get_backend
+
+    config = load_config(args.config)
+    try:
+        backend = get_backend(config, args.environment, args.mesh)
+    except ModuleNotFoundError as exc:
+        raise CommandError(
+            f"environment {args.environment!r} has no backend yet ({exc.name} is missing)"
+        ) from None
+    plan = backend.plan(placeholder_context(config, args.environment, args.mesh))
+    print(plan.render_markdown() if args.markdown else plan.render())
+    return 0

@@ -1,0 +1,596 @@
+"""The Kubernetes backend: one environment's clusters × one mesh installer.
+
+Every Kubernetes environment (existing, aws, capi) runs the same per-iteration steps; only
+where the clusters come from differs. ``KubernetesBackend`` implements the DAG's tasks
+from three parts:
+
+- a *cluster source* (``ClusterSource``): creates/adopts, prepares and deletes the two
+  clusters and gives per-task ``ClusterAccess`` to them (``existing.ExistingClusters``;
+  the aws and capi providers follow the same shape);
+- a *mesh installer* (``meshes.base.MeshInstaller``);
+- the workloads, the Fortio client and metrics-server sampling, which are the same for all.
+
+Each task opens the clusters it needs from deterministic names (namespace
+``ctx.resource_prefix`` in both clusters), so a retry or another worker finds what an
+earlier task made. Returned dicts hold names and settings only, never credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from meshbench.backend import (
+    PHASE_MEASURED,
+    PHASE_PAIRED_BASELINE,
+    PHASE_WARMUP,
+    Backend,
+    MeasurementOutcome,
+    Plan,
+    RunContext,
+    Step,
+    StepFailed,
+)
+from meshbench.config import BenchmarkConfig, KubernetesSettings, MetricsServerSettings
+from meshbench.kube.access import ClusterAccess
+from meshbench.kube.cluster import ApiFactory, Clusters, KubeCluster, default_api_factory
+from meshbench.kube.metrics import (
+    ResourceSampler,
+    SampleScope,
+    cpu_limit_failure,
+    ensure_metrics_server,
+    install_commands,
+    samples_within,
+)
+from meshbench.kube.ops import (
+    Op,
+    apply_op,
+    call_op,
+    delete_op,
+    plan_steps,
+    run_ops,
+    wait_op,
+)
+from meshbench.kube.portforward import port_forward_args
+from meshbench.kube.redact import format_command
+from meshbench.kube.runner import CommandRunner
+from meshbench.kube.waits import Readiness, gone_state, wait_for
+from meshbench.meshes.base import MeshInstaller
+from meshbench.workloads.kubernetes import (
+    FORTIO,
+    FORTIO_REST_PORT,
+    NGINX,
+    WorkloadManifests,
+    render_workloads,
+    workload_record,
+)
+
+log = logging.getLogger(__name__)
+
+ROLES = ("client", "server")
+FORTIO_TARGET = f"deployment/{FORTIO}"
+# A run at least this long must see a metrics-server sample taken during it (metrics-server
+# refreshes every 15 s); shorter runs may legitimately see none.
+MIN_SECONDS_FOR_SAMPLES = 30.0
+
+
+class ClusterSource(Protocol):
+    """Where the two clusters come from (see ``existing.ExistingClusters``; the cloud
+    providers' ``ClusterProvider`` has the same methods)."""
+
+    environment: str
+
+    def plan_warnings(self, ctx: RunContext) -> list[str]: ...
+    def plan_create(self, ctx: RunContext) -> list[Step]: ...
+    def plan_prepare(self, ctx: RunContext) -> list[Step]: ...
+    def plan_delete(self, ctx: RunContext) -> list[Step]: ...
+    def create(self, ctx: RunContext) -> dict[str, Any]: ...
+    def prepare(self, ctx: RunContext) -> dict[str, Any]: ...
+    def delete(self, ctx: RunContext) -> dict[str, Any]: ...
+    def access(self, ctx: RunContext, role: str) -> ClusterAccess: ...
+    def service_annotations(self) -> dict[str, str]: ...
+    def load_balancer_source_ranges(self, ctx: RunContext, role: str) -> list[str]: ...
+    def run_info(self, ctx: RunContext) -> dict[str, Any]: ...
+
+
+def iteration_phase(iteration: int, task: str) -> str:
+    return f"iteration_{iteration:02d}.{task}"
+
+
+class KubernetesBackend(Backend):
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        source: ClusterSource,
+        installer: MeshInstaller,
+        *,
+        runner: CommandRunner | None = None,
+        api_factory: ApiFactory = default_api_factory,
+        metrics_server: MetricsServerSettings | None = None,
+        node_selector: dict[str, str] | None = None,
+        poll_interval: float = 2.0,
+        probe_interval: float = 5.0,
+        fortio_poll_interval: float = 2.0,
+        fortio_grace: float = 60.0,
+    ) -> None:
+        super().__init__(config)
+        self.source = source
+        self.installer = installer
+        self.environment = source.environment
+        self.mesh = installer.name
+        self.settings: KubernetesSettings = config.kubernetes
+        self.runner = runner or CommandRunner(default_timeout=self.settings.timeouts.command)
+        self.api_factory = api_factory
+        self.metrics_server = metrics_server or self.settings.metrics_server
+        self.node_selector = node_selector
+        self.poll_interval = poll_interval
+        self.probe_interval = probe_interval
+        self.fortio_poll_interval = fortio_poll_interval
+        self.fortio_grace = fortio_grace
+
+    # ------------------------------------------------------------------ helpers
+    def namespace(self, ctx: RunContext) -> str:
+        return ctx.resource_prefix
+
+    def clusters(self, ctx: RunContext) -> Clusters:
+        return Clusters(
+            {role: self.source.access(ctx, role) for role in ROLES},
+            self.runner,
+            self.api_factory,
+            self.poll_interval,
+        )
+
+    def manifests(self, ctx: RunContext) -> WorkloadManifests:
+        return render_workloads(
+            self.namespace(ctx),
+            ctx.slug,
+            self.settings,
+            self.installer.workload_profile(ctx),
+            node_selector=self.node_selector,
+            environment_service_annotations=self.source.service_annotations(),
+            load_balancer_source_ranges=self.source.load_balancer_source_ranges(ctx, "server"),
+        )
+
+    def _run(self, ctx: RunContext, ops: list[Op]) -> dict[str, Any]:
+        with self.clusters(ctx) as clusters:
+            return run_ops(ops, clusters)
+
+    # ------------------------------------------------------------------ ops per task
+    def prepare_ops(self, ctx: RunContext) -> list[Op]:
+        settings = self.metrics_server
+        timeouts = self.settings.timeouts
+        install = "\n".join(
+            format_command(["kubectl", *args]) for args in install_commands(settings)
+        )
+        ops = []
+        for role in ROLES:
+            detail = (
+                "GET apiregistration.k8s.io/v1 APIService v1beta1.metrics.k8s.io\n"
+                + (
+                    f"if it is missing:\n{install}\n"
+                    if settings.install == "if-missing"
+                    else "if it is missing: fail (kubernetes.metrics_server.install is 'never')\n"
+                )
+                + f"wait up to {timeouts.metrics_api:g}s for its condition Available"
+            )
+
+            def ensure(clusters: Clusters, role: str = role) -> dict[str, Any]:
+                outcome = ensure_metrics_server(
+                    clusters[role], settings, timeouts.metrics_api, timeouts.command
+                )
+                return {f"metrics_server_{role}": outcome}
+
+            ops.append(
+                call_op(
+                    "prepare_pair",
+                    role,
+                    "api",
+                    f"metrics API answers (install metrics-server {settings.version} if missing)",
+                    ensure,
+                    detail,
+                )
+            )
+        return ops + self.installer.prepare_pair_ops(ctx)
+
+    def deploy_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
+        phase = iteration_phase(iteration, "deploy_workloads")
+        manifests = self.manifests(ctx)
+        namespace = manifests.namespace
+        timeout = self.settings.timeouts.namespace_deletion
+        ops = []
+        for role in ROLES:
+            # The previous iteration deleted this namespace; a retry must not race it.
+            ops.append(
+                wait_op(
+                    phase,
+                    role,
+                    f"namespace {namespace} is not still being deleted",
+                    lambda cluster: _wait_not_terminating(cluster, namespace, timeout),
+                    f"GET v1 Namespace {namespace}; wait up to {timeout:g}s while Terminating",
+                )
+            )
+        ops.append(apply_op(phase, "server", manifests.server, f"nginx in namespace {namespace}"))
+        ops.append(apply_op(phase, "client", manifests.client, f"Fortio in namespace {namespace}"))
+        return ops
+
+    def workload_ready_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
+        phase = iteration_phase(iteration, "wait_workloads_ready")
+        namespace = self.namespace(ctx)
+        timeouts = self.settings.timeouts
+        profile = self.installer.workload_profile(ctx)
+        ops = [
+            wait_op(
+                phase,
+                "server",
+                f"deployment {namespace}/{NGINX} rolled out",
+                lambda cluster: cluster.wait_rollout(namespace, NGINX, timeouts.rollout),
+                f"poll apps/v1 Deployment {namespace}/{NGINX} status every "
+                f"{self.poll_interval:g}s, up to {timeouts.rollout:g}s",
+            ),
+            wait_op(
+                phase,
+                "client",
+                f"deployment {namespace}/{FORTIO} rolled out",
+                lambda cluster: cluster.wait_rollout(namespace, FORTIO, timeouts.rollout),
+                f"poll apps/v1 Deployment {namespace}/{FORTIO} status every "
+                f"{self.poll_interval:g}s, up to {timeouts.rollout:g}s",
+            ),
+        ]
+        if profile.service_type == "LoadBalancer":
+            ops.append(
+                wait_op(
+                    phase,
+                    "server",
+                    f"service {namespace}/{NGINX} has a LoadBalancer address",
+                    lambda cluster: cluster.wait_load_balancer(
+                        namespace, NGINX, timeouts.load_balancer
+                    ),
+                    f"poll v1 Service {namespace}/{NGINX} .status.loadBalancer.ingress[0] "
+                    f"(ip or hostname), up to {timeouts.load_balancer:g}s",
+                    record_as="server_address",
+                )
+            )
+        ops += self.installer.workload_ready_ops(ctx, iteration)
+        ops.append(self._probe_op(ctx, phase))
+        return ops
+
+    def _probe_op(self, ctx: RunContext, phase: str) -> Op:
+        namespace = self.namespace(ctx)
+        timeout = self.settings.timeouts.probe
+        forward = format_command(
+            ["kubectl", *port_forward_args(namespace, FORTIO_TARGET, FORTIO_REST_PORT)]
+        )
+
+        def probe(clusters: Clusters) -> dict[str, Any]:
+            target = self.installer.target_url(ctx, clusters)
+            client = clusters["client"]
+
+            def attempt() -> Readiness:
+                from meshbench.loadgen.fortio import FortioClient, FortioError
+
+                with client.port_forward(namespace, FORTIO_TARGET, FORTIO_REST_PORT) as forward:
+                    try:
+                        FortioClient(forward.url, http_timeout=30.0).probe(target)
+                    except FortioError as exc:
+                        return Readiness(False, (exc.reason,))
+                return Readiness(True)
+
+            wait_for(
+                attempt,
+                what=f"client cluster: a request from Fortio to {target} returns 200",
+                timeout=timeout,
+                interval=self.probe_interval,
+            )
+            return {"target_url": target}
+
+        return call_op(
+            phase,
+            "client",
+            "http",
+            f"probe: Fortio requests {self.installer.describe_target(ctx)} and gets only 200s",
+            probe,
+            f"{forward}\nPOST /fortio/rest/run "
+            '{"url": <target>, "qps": "-1", "c": "1", "n": "5", "timeout": "5s"} '
+            f"(synchronous); retry up to {timeout:g}s",
+        )
+
+    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
+        phase = iteration_phase(iteration, "uninstall_mesh")
+        return self._namespace_removal_ops(ctx, phase) + self.installer.uninstall_ops(
+            ctx, iteration
+        )
+
+    def _namespace_removal_ops(self, ctx: RunContext, phase: str) -> list[Op]:
+        namespace = self.namespace(ctx)
+        timeout = self.settings.timeouts.namespace_deletion
+        return [
+            delete_op(
+                phase,
+                role,
+                "v1",
+                "Namespace",
+                namespace,
+                None,
+                timeout,
+                f"delete namespace {namespace} and wait until it is gone",
+            )
+            for role in ROLES
+        ]
+
+    def run_load_steps(self, ctx: RunContext, iteration: int, phase: str, index: int) -> list[Step]:
+        """What ``run_load`` does (its control flow is its own, so it is described here)."""
+        namespace = self.namespace(ctx)
+        task = phase if phase == PHASE_WARMUP else f"{phase}_{index:02d}"
+        step_phase = iteration_phase(iteration, task)
+        duration = (
+            ctx.load.effective_warmup_duration if phase == PHASE_WARMUP else ctx.load.duration
+        )
+        body = self._fortio_request(ctx, iteration, phase, index, "<target>").body()
+        steps = [
+            Step(
+                step_phase,
+                "process",
+                f"port-forward to Fortio's REST port {FORTIO_REST_PORT}",
+                format_command(
+                    ["kubectl", *port_forward_args(namespace, FORTIO_TARGET, FORTIO_REST_PORT)]
+                ),
+                "client",
+            ),
+        ]
+        if phase != PHASE_WARMUP:
+            scopes = "; ".join(scope.describe() for scope in self.sample_scopes(ctx))
+            steps.append(
+                Step(
+                    step_phase,
+                    "api",
+                    "sample metrics-server during the run (every container on the path)",
+                    f"every {self.metrics_server.sample_interval:g}s: LIST "
+                    f"metrics.k8s.io/v1beta1 PodMetrics in {scopes}; a container at "
+                    f"{self.metrics_server.cpu_limit_fraction:.0%} of its CPU limit makes the "
+                    f"run negative",
+                )
+            )
+        steps.append(
+            Step(
+                step_phase,
+                "http",
+                f"{'warm-up' if phase == PHASE_WARMUP else 'measured'} Fortio run of "
+                f"{duration:g}s against {self.installer.describe_target(ctx)}"
+                + (" (result discarded)" if phase == PHASE_WARMUP else ""),
+                "POST /fortio/rest/run "
+                + ", ".join(f'"{k}": "{v}"' for k, v in body.items())
+                + f"\nGET /fortio/rest/status?runid=<id> every {self.fortio_poll_interval:g}s "
+                f"(stop after {duration + self.fortio_grace:g}s)\n"
+                "GET /fortio/data/<ResultID>.json",
+                "client",
+            )
+        )
+        steps.append(
+            Step(step_phase, "process", "stop the port-forward (by its handle)", "", "client")
+        )
+        return steps
+
+    # ------------------------------------------------------------------ the plan
+    def plan(self, ctx: RunContext) -> Plan:
+        steps: list[Step] = [*self.source.plan_create(ctx)]
+        steps += self.source.plan_prepare(ctx)
+        steps += plan_steps(self.prepare_ops(ctx))
+        iteration = 1
+        steps += plan_steps(self.installer.install_ops(ctx, iteration))
+        steps += plan_steps(self.installer.ready_ops(ctx, iteration))
+        steps += plan_steps(self.deploy_ops(ctx, iteration))
+        steps += plan_steps(self.workload_ready_ops(ctx, iteration))
+        if ctx.load.warmup:
+            steps += self.run_load_steps(ctx, iteration, PHASE_WARMUP, 0)
+        for index in range(1, ctx.load.runs_per_iteration + 1):
+            steps += self.run_load_steps(ctx, iteration, PHASE_MEASURED, index)
+        steps += plan_steps(self.uninstall_ops(ctx, iteration))
+        if ctx.load.iterations > 1:
+            steps.append(
+                Step(
+                    "iterations",
+                    "note",
+                    f"iterations 2 to {ctx.load.iterations} repeat the iteration_01 steps in "
+                    f"order (install_mesh to uninstall_mesh), one after the other",
+                )
+            )
+        steps += plan_steps(self._namespace_removal_ops(ctx, "delete_clusters"))
+        steps += self.source.plan_delete(ctx)
+        warnings = [*self.source.plan_warnings(ctx), *self.installer.warnings(ctx)]
+        return Plan(self.environment, self.mesh, tuple(steps), tuple(warnings))
+
+    # ------------------------------------------------------------------ DAG tasks
+    def create_clusters(self, ctx: RunContext) -> dict[str, Any]:
+        return self.source.create(ctx)
+
+    def prepare_pair(self, ctx: RunContext) -> dict[str, Any]:
+        prepared = self.source.prepare(ctx)
+        return {**prepared, **self._run(ctx, self.prepare_ops(ctx))}
+
+    def install_mesh(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
+        return self._run(ctx, self.installer.install_ops(ctx, iteration))
+
+    def wait_mesh_ready(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
+        return self._run(ctx, self.installer.ready_ops(ctx, iteration))
+
+    def deploy_workloads(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
+        summary = self._run(ctx, self.deploy_ops(ctx, iteration))
+        return {**summary, "namespace": self.namespace(ctx)}
+
+    def wait_workloads_ready(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
+        return self._run(ctx, self.workload_ready_ops(ctx, iteration))
+
+    def uninstall_mesh(self, ctx: RunContext, iteration: int) -> None:
+        self._run(ctx, self.uninstall_ops(ctx, iteration))
+
+    def delete_clusters(self, ctx: RunContext) -> None:
+        try:
+            self._run(ctx, self._namespace_removal_ops(ctx, "delete_clusters"))
+        finally:
+            self.source.delete(ctx)
+
+    def run_info(self, ctx: RunContext) -> dict[str, Any]:
+        profile = self.installer.workload_profile(ctx)
+        return {
+            "environment": self.source.run_info(ctx),
+            "mesh": self.installer.run_info(ctx),
+            "workloads": workload_record(self.settings),
+            "like_for_like": profile.record(),
+            "metrics_server": self.metrics_server.model_dump(),
+            "namespace": self.namespace(ctx),
+        }
+
+    # ------------------------------------------------------------------ measuring
+    def sample_scopes(self, ctx: RunContext) -> list[SampleScope]:
+        namespace = self.namespace(ctx)
+        profile = self.installer.workload_profile(ctx)
+        return [
+            SampleScope("client", namespace),
+            SampleScope("server", namespace),
+            *profile.extra_sample_scopes,
+        ]
+
+    def _fortio_request(
+        self, ctx: RunContext, iteration: int, phase: str, index: int, url: str
+    ) -> Any:
+        from meshbench.loadgen.fortio import FortioRequest, format_labels
+
+        duration = (
+            ctx.load.effective_warmup_duration if phase == PHASE_WARMUP else ctx.load.duration
+        )
+        labels = format_labels(
+            {
+                "meshbench": ctx.slug,
+                "env": ctx.environment,
+                "mesh": ctx.mesh,
+                "iteration": iteration,
+                "run": index,
+                "phase": phase,
+                "dag_run": ctx.run_id,
+            }
+        )
+        return FortioRequest(
+            url=url,
+            qps=ctx.load.qps,
+            connections=ctx.load.connections,
+            duration=duration,
+            resolution=ctx.load.histogram_resolution,
+            labels=labels,
+        )
+
+    def run_load(
+        self, ctx: RunContext, iteration: int, phase: str, run_index: int
+    ) -> MeasurementOutcome:
+        """One Fortio run through a fresh port-forward; never raises for a failed run."""
+        context: dict[str, Any] = {
+            "environment": ctx.environment,
+            "mesh": ctx.mesh,
+            "mesh_version": ctx.mesh_version,
+            "iteration": iteration,
+            "phase": phase,
+            "run_index": run_index,
+            "namespace": self.namespace(ctx),
+            "load_generator": "fortio",
+            "fortio_mode": "REST async, save=on, via kubectl port-forward",
+        }
+        samples: list[dict[str, Any]] = []
+        if phase == PHASE_PAIRED_BASELINE:
+            return MeasurementOutcome(
+                None,
+                "paired baselines are measured only in the local environment; on Kubernetes "
+                "the baseline mesh is its own DAG",
+                context,
+            )
+        try:
+            context["like_for_like"] = self.installer.workload_profile(ctx).record()
+            context["workloads"] = workload_record(self.settings)
+            with self.clusters(ctx) as clusters:
+                target = self.installer.target_url(ctx, clusters)
+                context["target_url"] = target
+                request = self._fortio_request(ctx, iteration, phase, run_index, target)
+                outcome, samples = self._measure(ctx, clusters, request, phase, context)
+                return outcome
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "run_load %s iteration %d run %d failed: %s", phase, iteration, run_index, reason
+            )
+            return MeasurementOutcome(None, reason, context, samples)
+
+    def _measure(
+        self,
+        ctx: RunContext,
+        clusters: Clusters,
+        request: Any,
+        phase: str,
+        context: dict[str, Any],
+    ) -> tuple[MeasurementOutcome, list[dict[str, Any]]]:
+        from meshbench.loadgen.fortio import FortioClient
+
+        namespace = self.namespace(ctx)
+        client: KubeCluster = clusters["client"]
+        sampler: ResourceSampler | None = None
+        if phase != PHASE_WARMUP:
+            scopes = self.sample_scopes(ctx)
+            sampler = ResourceSampler(
+                {scope.cluster: clusters[scope.cluster].api for scope in scopes},
+                scopes,
+                self.metrics_server.sample_interval,
+            )
+        cancel = threading.Event()
+        with client.port_forward(namespace, FORTIO_TARGET, FORTIO_REST_PORT) as forward:
+            fortio = FortioClient(
+                forward.url, poll_interval=self.fortio_poll_interval, grace=self.fortio_grace
+            )
+            started = datetime.now(UTC)
+            if sampler is not None:
+                sampler.start()
+            samples: list[dict[str, Any]] = []
+            try:
+                run = fortio.run(request, cancel=cancel, connection_lost=forward.describe_loss)
+            finally:
+                if sampler is not None:
+                    samples = sampler.stop()
+        context.update(run.record())
+        failure = run.failure
+        if sampler is not None:
+            context["resource_sampling"] = {
+                "polls": sampler.polls,
+                "samples": len(samples),
+                "errors": sampler.errors,
+                "interval_s": self.metrics_server.sample_interval,
+            }
+            if failure is None:
+                failure = self._judge_samples(samples, started, request.duration, context)
+        return MeasurementOutcome(run.result, failure, context, samples), samples
+
+    def _judge_samples(
+        self,
+        samples: list[dict[str, Any]],
+        started: datetime,
+        duration: float,
+        context: dict[str, Any],
+    ) -> str | None:
+        during = samples_within(samples, started)
+        reason, peaks = cpu_limit_failure(during, self.metrics_server.cpu_limit_fraction)
+        context["cpu_limit_peaks"] = peaks
+        if reason:
+            return reason
+        if not during and duration >= MIN_SECONDS_FOR_SAMPLES:
+            return (
+                "no metrics-server sample was taken during the run, so CPU limits could not "
+                "be checked"
+            )
+        return None
+
+
+def _wait_not_terminating(cluster: KubeCluster, namespace: str, timeout: float) -> None:
+    def check(api: Any) -> Readiness:
+        found = api.get("v1", "Namespace", namespace)
+        if found is None or (found.get("status") or {}).get("phase") != "Terminating":
+            return Readiness(True)
+        return gone_state(api, "v1", "Namespace", namespace)
+
+    cluster.wait(check, f"namespace {namespace} not terminating", timeout)
