@@ -554,6 +554,69 @@ class ArtifactSettings(StrictModel):
         return uri
 
 
+class RegressionNotifications(StrictModel):
+    """Where new regressions are announced besides the task log (always written).
+
+    A channel is used only when its provider is installed and its Airflow connection exists;
+    otherwise the log says which one is missing.
+    """
+
+    slack_webhook_conn_id: str | None = Field(
+        "meshbench_slack", description="Connection for apache-airflow-providers-slack."
+    )
+    smtp_conn_id: str | None = Field(
+        "meshbench_smtp", description="Connection for apache-airflow-providers-smtp."
+    )
+    email_to: list[str] = Field(default_factory=list, description="Recipients of the email.")
+
+
+SeriesMetric = Literal["qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms"]
+
+
+class RegressionSettings(StrictModel):
+    """Regression detection over history (meshbench.analysis.regression).
+
+    Each day's positive measured runs of one environment × mesh × mesh version × load
+    profile are compared with the runs of a trailing window of earlier days by a two-sided
+    Mann-Whitney U test. A day is flagged when the test's p-value is below ``alpha``, the
+    medians differ by at least ``min_change`` and the day's median lies more than
+    ``day_noise_factor`` robust standard deviations of the window's daily medians away.
+    """
+
+    enabled: bool = True
+    metrics: list[SeriesMetric] = Field(
+        default_factory=lambda: ["qps", "avg_ms", "p90_ms", "p99_ms", "p999_ms"]
+    )
+    window_days: int = Field(14, ge=2, le=365, description="Calendar days before the tested day.")
+    min_window_days: int = Field(5, ge=2, description="Fewer days with runs: not tested.")
+    min_runs_per_day: int = Field(3, ge=2, description="Fewer positive runs: day not tested.")
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="Significance level of the test.")
+    min_change: float = Field(
+        0.05, ge=0, lt=10, description="Smallest relative change of the median that counts."
+    )
+    day_noise_factor: float = Field(
+        3.0, ge=0, description="Change in robust SDs of the window's daily medians; 0: off."
+    )
+    history_days: int = Field(
+        180, ge=2, le=3650, description="History replayed to find earlier change points."
+    )
+    notifications: RegressionNotifications = RegressionNotifications()
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> RegressionSettings:
+        if self.min_window_days > self.window_days:
+            raise ValueError(
+                f"min_window_days ({self.min_window_days}) exceeds window_days "
+                f"({self.window_days})"
+            )
+        if self.history_days < self.window_days:
+            raise ValueError(
+                f"history_days ({self.history_days}) is shorter than window_days "
+                f"({self.window_days})"
+            )
+        return self
+
+
 class BenchmarkConfig(StrictModel):
     defaults: Defaults = Defaults()
     artifacts: ArtifactSettings = ArtifactSettings()
@@ -563,6 +626,7 @@ class BenchmarkConfig(StrictModel):
     environments: Environments = Environments()
     kubernetes: KubernetesSettings = KubernetesSettings()
     reaper: ReaperSettings = ReaperSettings()
+    regression: RegressionSettings = RegressionSettings()
 
     @field_validator("load_profiles", "version_profiles")
     @classmethod
