@@ -64,7 +64,7 @@ def build_aggregation_dag() -> DAG:
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=[RESULTS_ASSET]
         ),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        start_date=datetime(2023, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=False,

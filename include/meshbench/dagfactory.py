@@ -238,7 +238,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         description=f"Benchmark {mesh} in the {environment} environment",
         doc_md=_doc_md(config, environment, mesh),
         schedule=config.schedule_for(environment),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        start_date=datetime(2023, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=env.paused_on_creation,
