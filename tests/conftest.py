@@ -17,7 +17,14 @@ from meshbench.results import migrate
 TESTS_DIR = Path(__file__).parent
 SEED_RESULTS = TESTS_DIR / "data" / "seed-results" / "equinix-metal-2023-11-16"
 ADMIN_URL_ENV_VAR = "MESHBENCH_TEST_ADMIN_URL"
-RESULT_TABLES = ("resource_sample", "histogram_bucket", "measurement", "run", "daily_summary")
+RESULT_TABLES = (
+    "resource_sample",
+    "histogram_bucket",
+    "measurement",
+    "run",
+    "daily_summary",
+    "regression",
+)
 
 
 @pytest.fixture(scope="session")

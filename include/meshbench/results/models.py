@@ -294,3 +294,67 @@ class DailySummary(Base):
     computed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+REGRESSION_DIRECTIONS = ("regression", "improvement")
+
+
+class Regression(Base):
+    """A change in one metric of one environment × mesh × load profile, found on one date.
+
+    Written by meshbench.analysis.regression: the date's positive measured runs against the
+    runs of a trailing window of earlier dates (same mesh version, or the previous version
+    when the version changed that day, which is then named as the likely cause).
+    """
+
+    __tablename__ = "regression"
+    __table_args__ = (
+        UniqueConstraint(
+            "environment",
+            "mesh",
+            "load_profile_key",
+            "metric",
+            "benchmark_date",
+            name="uq_regression_key",
+        ),
+        CheckConstraint(_in("metric", SUMMARY_METRICS), name="metric_known"),
+        CheckConstraint(_in("direction", REGRESSION_DIRECTIONS), name="direction_known"),
+        CheckConstraint("n_before >= 1 AND n_after >= 1", name="counts_positive"),
+        CheckConstraint("p_value >= 0 AND p_value <= 1", name="p_value_bounded"),
+        CheckConstraint(
+            "window_start <= window_end AND window_end < benchmark_date", name="window_before_date"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    mesh: Mapped[str] = mapped_column(String(64))
+    load_profile_key: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(16))
+    benchmark_date: Mapped[date] = mapped_column(Date, doc="The first date at the new level.")
+    mesh_version_key: Mapped[str] = mapped_column(
+        String(64), doc="The mesh version on that date, or '' for unversioned meshes."
+    )
+    previous_mesh_version_key: Mapped[str] = mapped_column(
+        String(64), doc="The mesh version of the window compared with."
+    )
+    direction: Mapped[str] = mapped_column(
+        String(16), doc="'regression' (slower, or fewer QPS) or 'improvement'."
+    )
+    window_start: Mapped[date] = mapped_column(Date)
+    window_end: Mapped[date] = mapped_column(Date)
+    n_before: Mapped[int] = mapped_column(Integer, doc="Positive runs in the window.")
+    n_after: Mapped[int] = mapped_column(Integer, doc="Positive runs on the date.")
+    before_median: Mapped[float] = mapped_column(Double)
+    after_median: Mapped[float] = mapped_column(Double)
+    before_mean: Mapped[float] = mapped_column(Double)
+    after_mean: Mapped[float] = mapped_column(Double)
+    relative_change: Mapped[float] = mapped_column(
+        Double, doc="(after_median - before_median) / before_median."
+    )
+    p_value: Mapped[float] = mapped_column(Double, doc="Two-sided Mann-Whitney U p-value.")
+    method: Mapped[str] = mapped_column(String(64))
+    likely_cause: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
