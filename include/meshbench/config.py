@@ -160,6 +160,20 @@ class LocalEnvironment(EnvironmentBase):
     queue: str = Field("meshbench_local", pattern=_SLUG)
     paused_on_creation: bool = False
     paired_baseline: bool = True
+    cpu_placement: Literal["shared", "split", "none"] = Field(
+        "shared",
+        description="'shared': both clusters on one CPU (stable on small VMs: no cross-CPU "
+        "wake-ups); 'split': client cluster on one CPU, server cluster on another; 'none': "
+        "the scheduler decides. Recorded with every result.",
+    )
+    status_codes: Literal["counted", "inferred"] = Field(
+        "counted",
+        description="'counted': wrk counts every response's status (a Lua callback, a few "
+        "per cent slower); 'inferred': wrk counts only codes >= 400.",
+    )
+    ready_timeout: Duration = Field(
+        30.0, description="Bounded wait for each component and the probe through the path."
+    )
 
     @field_validator("subnet", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "meshbench.cli.results",
     "meshbench.cli.plan",
     "meshbench.cli.pipeline",
+    "meshbench.cli.local",
 )
 
 

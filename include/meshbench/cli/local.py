@@ -1,0 +1,292 @@
+"""``meshbench local run`` and ``meshbench local reap``: the embedded local environment
+from the command line, without Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+from meshbench.cli import CommandError
+from meshbench.config import ConfigError, parse_duration
+
+log = logging.getLogger(__name__)
+
+LOCAL_MESHES = ("baseline", "envoy-mtls", "wireguard")
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    local = subparsers.add_parser(
+        "local", help="run the embedded local environment (no Airflow) or reap its leftovers"
+    )
+    commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="benchmark one local mesh end to end and print the result table"
+    )
+    run.add_argument("--mesh", required=True, choices=LOCAL_MESHES)
+    run.add_argument(
+        "--duration",
+        type=_duration,
+        default=10.0,
+        help="length of each measured run, whole seconds (default 10s)",
+    )
+    run.add_argument(
+        "--warmup",
+        type=_duration,
+        default=None,
+        help="length of the discarded warm-up run (default: --duration)",
+    )
+    run.add_argument("--no-warmup", action="store_true", help="skip the warm-up run")
+    run.add_argument(
+        "--iterations",
+        type=_positive,
+        default=1,
+        help="mesh set-ups measured one after another (default 1)",
+    )
+    run.add_argument(
+        "--runs", type=_positive, default=1, help="measured runs per iteration (default 1)"
+    )
+    run.add_argument(
+        "--connections",
+        type=_positive,
+        default=None,
+        help="connections (default: the load profile's, 1 in the study)",
+    )
+    run.add_argument(
+        "--no-paired-baseline",
+        action="store_true",
+        help="do not measure the direct path before each mesh run",
+    )
+    run.add_argument(
+        "--load",
+        action="store_true",
+        help="store the run and its measurements in the results database",
+    )
+    run.set_defaults(handler=_run)
+
+    reap = commands.add_parser(
+        "reap", help="remove leftovers of crashed local runs (recorded processes only)"
+    )
+    reap.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="leave this run (mb-<slug>) alone; repeatable",
+    )
+    reap.set_defaults(handler=_reap)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from meshbench.backend import RunContext
+    from meshbench.config import load_config
+    from meshbench.local.backend import LocalBackend
+    from meshbench.local.runner import run_local
+
+    config = load_config()
+    base = config.load_profile_for("local")
+    updates: dict[str, Any] = {
+        "duration": args.duration,
+        "iterations": args.iterations,
+        "runs_per_iteration": args.runs,
+        "min_positive": 0,
+        "warmup": not args.no_warmup,
+        "warmup_duration": args.warmup or args.duration,
+    }
+    if args.connections is not None:
+        updates["connections"] = args.connections
+    try:
+        load = type(base).model_validate({**base.model_dump(), **updates})
+    except Exception as exc:
+        raise ConfigError(f"load settings {updates}: {exc}") from None
+    ctx = RunContext(
+        config=config,
+        environment="local",
+        mesh=args.mesh,
+        dag_id=f"meshbench_local_{args.mesh.replace('-', '_')}_cli",
+        run_id=f"cli__{time.strftime('%Y%m%dT%H%M%S')}",
+        load=load,
+        labels={"environment": "local", "mesh": args.mesh, "source": "meshbench local run"},
+    )
+    backend = LocalBackend(config, args.mesh)
+    console = Console(width=200)
+    console.print(
+        f"[bold]meshbench local run[/bold]: {args.mesh}, {load.iterations} "
+        f"iteration(s) × {load.runs_per_iteration} run(s) of {load.duration:g} s, "
+        f"c={load.connections} (resources {ctx.resource_prefix})"
+    )
+    paired = False if args.no_paired_baseline else None
+    run = run_local(
+        backend,
+        ctx,
+        paired_baseline=paired,
+        on_measurement=lambda record: console.print(
+            f"  iteration {record.iteration} {record.phase} run {record.run_index}: "
+            f"{_short(record.outcome)}"
+        ),
+    )
+    console.print(result_table(run.measurements, load.duration_tolerance))
+    for record in run.measurements:
+        verdict = _verdict(record.outcome, load.duration_tolerance)
+        if verdict is not None:
+            console.print(
+                f"[red]negative[/red] iteration {record.iteration} {record.phase} run "
+                f"{record.run_index}: {verdict}"
+            )
+    for problem in [*run.failures.values(), *run.teardown_problems]:
+        console.print(f"[red]problem:[/red] {problem}")
+    if args.load:
+        from meshbench.results import migrate
+        from meshbench.results.db import get_engine
+        from meshbench.results.loader import load_run
+
+        engine = get_engine()
+        migrate.upgrade(engine)
+        report = load_run(
+            engine, run.run_record(), run.measurements, duration_tolerance=load.duration_tolerance
+        )
+        console.print(
+            f"loaded as run {report.run_id} (attempt {report.attempt}): "
+            f"{report.inserted} measurement(s), {report.positive} positive, "
+            f"{report.negative} negative"
+        )
+    if run.teardown_problems:
+        return 1
+    return (
+        0 if all(_verdict(m.outcome, load.duration_tolerance) is None for m in run.measured) else 1
+    )
+
+
+def _short(outcome: Any) -> str:
+    raw = outcome.raw_result or {}
+    qps = raw.get("ActualQPS")
+    text = f"{qps:,.0f} QPS" if qps is not None else "no result"
+    return f"{text}; {outcome.failure}" if outcome.failure else text
+
+
+def _verdict(outcome: Any, tolerance: float) -> str | None:
+    """None for a positive measurement, else why it is negative (the loader's rules)."""
+    from meshbench.results.fortio import ResultFormatError, judge, parse_result, reported_error
+
+    reasons = [outcome.failure] if outcome.failure else []
+    raw = outcome.raw_result
+    if raw is None:
+        return "; ".join(reasons) or "no result"
+    error = reported_error(raw)
+    if error:
+        return "; ".join([*reasons, error])
+    try:
+        reasons += judge(parse_result(raw, "result"), tolerance).reasons
+    except ResultFormatError as exc:
+        reasons.append(str(exc))
+    return "; ".join(reasons) or None
+
+
+def result_table(measurements: list[Any], tolerance: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title="local measurements (latencies in µs)")
+    for column in (
+        "it",
+        "phase",
+        "run",
+        "path",
+        "QPS",
+        "avg",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "requests",
+        "errors",
+        "sockets",
+        "CPU idle",
+        "background CPU s",
+        "load 1m",
+        "verdict",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("phase", "path", "verdict") else "right"
+        )
+    for record in measurements:
+        outcome = record.outcome
+        raw = outcome.raw_result or {}
+        histogram = raw.get("DurationHistogram") or {}
+        percentiles = {
+            entry["Percentile"]: entry["Value"] for entry in histogram.get("Percentiles") or []
+        }
+        machine = outcome.context.get("machine") or {}
+
+        def micro(seconds: float | None) -> str:
+            return "" if seconds is None else f"{seconds * 1e6:,.0f}"
+
+        verdict = _verdict(outcome, tolerance)
+        table.add_row(
+            str(record.iteration),
+            record.phase,
+            str(record.run_index),
+            str(outcome.context.get("path", "")),
+            f"{raw['ActualQPS']:,.0f}" if "ActualQPS" in raw else "",
+            micro(histogram.get("Avg")),
+            micro(percentiles.get(50.0)),
+            micro(percentiles.get(90.0)),
+            micro(percentiles.get(99.0)),
+            micro(percentiles.get(99.9)),
+            micro(histogram.get("Max")),
+            str(histogram.get("Count", "")),
+            str((raw.get("ErrorsDurationHistogram") or {}).get("Count", "")),
+            str(raw.get("SocketCount", "")),
+            f"{machine['cpu_idle_fraction']:.0%}" if "cpu_idle_fraction" in machine else "",
+            f"{machine['background_cpu_seconds']:.2f}"
+            if "background_cpu_seconds" in machine
+            else "",
+            f"{machine['load_average_1m_after']:.2f}" if "load_average_1m_after" in machine else "",
+            "[green]positive[/green]" if verdict is None else "[red]negative[/red]",
+        )
+    return table
+
+
+def _reap(args: argparse.Namespace) -> int:
+    from meshbench.local.reaper import reap
+
+    report = reap(keep=args.keep)
+    for label, items in (
+        ("stopped", report.stopped),
+        ("deleted namespace", report.namespaces),
+        ("deleted interface", report.interfaces),
+        ("removed socket", report.sockets),
+        ("removed state", report.state_folders),
+    ):
+        for item in items:
+            print(f"{label}: {item}")
+    for item in report.unrecorded_processes:
+        print(f"left alone (not recorded by meshbench): {item}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if not report.removed_anything and not report.problems:
+        print("nothing to reap")
+    if report.problems:
+        raise CommandError(f"{len(report.problems)} leftover(s) could not be removed")
+    return 0
