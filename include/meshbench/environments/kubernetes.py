@@ -397,6 +397,7 @@ class KubernetesBackend(Backend):
                 )
             )
         steps += plan_steps(self._namespace_removal_ops(ctx, "delete_clusters"))
+        steps += plan_steps(self.installer.cleanup_pair_ops(ctx))
         steps += self.source.plan_delete(ctx)
         warnings = [*self.source.plan_warnings(ctx), *self.installer.warnings(ctx)]
         return Plan(self.environment, self.mesh, tuple(steps), tuple(warnings))
@@ -427,7 +428,12 @@ class KubernetesBackend(Backend):
 
     def delete_clusters(self, ctx: RunContext) -> None:
         try:
-            self._run(ctx, self._namespace_removal_ops(ctx, "delete_clusters"))
+            try:
+                self._run(ctx, self._namespace_removal_ops(ctx, "delete_clusters"))
+            finally:
+                # What prepare_pair installed (SPIRE, CoreDNS changes) goes even when the
+                # namespace did not: on adopted clusters nothing else would remove it.
+                self._run(ctx, self.installer.cleanup_pair_ops(ctx))
         finally:
             self.source.delete(ctx)
 

@@ -10,6 +10,8 @@ installer adds its own ops at four points and describes how the workloads must l
   sees the remote endpoint, ...); the backend adds a probe through the path after them;
 - ``uninstall_ops``: per iteration, after the workloads' namespace is gone; they must
   leave the clusters as they were before ``install_ops``.
+- ``cleanup_pair_ops``: once per pair, in delete_clusters: undo ``prepare_pair_ops`` so
+  adopted clusters end as they were before the run.
 
 Ops are built without touching a cluster (plans are rendered from them); only their
 actions do. Names come from ``ctx`` so a retried task finds what an earlier try made.
@@ -38,6 +40,9 @@ class MeshInstaller(abc.ABC):
         return []
 
     def prepare_pair_ops(self, ctx: RunContext) -> list[Op]:
+        return []
+
+    def cleanup_pair_ops(self, ctx: RunContext) -> list[Op]:
         return []
 
     @abc.abstractmethod
