@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from meshbench.config import ConfigError
+from meshbench.postgres import state_dir
 
 COMMAND_MODULES = (
     "meshbench.cli.db",
@@ -28,6 +30,8 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Commands may import Airflow; keep its home in the project, not in ~/airflow.
+    os.environ.setdefault("AIRFLOW_HOME", str(state_dir() / "airflow"))
     parser = argparse.ArgumentParser(
         prog="meshbench", description="Multi-cluster service-mesh benchmarks."
     )

@@ -85,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
     logs = state_dir() / "logs" / f"demo-{started:%Y%m%dT%H%M%S}"
     failed = []
     for mesh in meshes:
-        dag_id = dag_id_for("local", mesh)
+        dag_id = f"meshbench_local_{mesh}"
         console.print(f"→ airflow dags test {dag_id} {logical}")
         began = time.monotonic()
         result = run_airflow(
