@@ -101,7 +101,7 @@ def test_a_whole_iteration_measures_and_cleans_up(world: World, study_results):
     probes = [body for _, path, body in world.fortio.requests if body and "n" in body]
     assert probes and probes[0]["url"] == "http://198.18.0.80:80/"
 
-    warmup = backend.run_load(ctx, 1, PHASE_WARMUP, 0)
+    warmup = backend.run_load(ctx, 1, PHASE_WARMUP, 1)
     assert warmup.failure is None, warmup.failure
     assert warmup.resource_samples == []
 

@@ -383,7 +383,7 @@ class KubernetesBackend(Backend):
         steps += plan_steps(self.deploy_ops(ctx, iteration))
         steps += plan_steps(self.workload_ready_ops(ctx, iteration))
         if ctx.load.warmup:
-            steps += self.run_load_steps(ctx, iteration, PHASE_WARMUP, 0)
+            steps += self.run_load_steps(ctx, iteration, PHASE_WARMUP, 1)
         for index in range(1, ctx.load.runs_per_iteration + 1):
             steps += self.run_load_steps(ctx, iteration, PHASE_MEASURED, index)
         steps += plan_steps(self.uninstall_ops(ctx, iteration))

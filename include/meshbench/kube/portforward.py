@@ -86,9 +86,8 @@ class PortForward:
 
     def output(self) -> str:
         """The last lines kubectl printed (for failure reasons)."""
-        return " | ".join(
-            line for line in self._lines if not line.startswith("Handling connection")
-        )
+        routine = ("Handling connection", "Forwarding from")
+        return " | ".join(line for line in self._lines if not line.startswith(routine))
 
     def describe_loss(self) -> str | None:
         """Why the port-forward is gone, or None while it is alive."""

@@ -12,7 +12,8 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-MASK = "***"
+# Shell-safe, so a redacted command line still reads as one without quoting.
+MASK = "REDACTED"
 
 # Flag or key names whose value is a secret; matched case-insensitively inside the name.
 _SECRET_NAME = re.compile(

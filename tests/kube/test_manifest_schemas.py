@@ -1,0 +1,117 @@
+"""Every manifest meshbench renders validates offline, strictly, against the Kubernetes
+versions the configuration names (kubernetes-validate's bundled schemas)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from kubernetes_validate import ValidationError, validate
+
+from meshbench.cli.plan import placeholder_context
+from meshbench.config import ENVIRONMENT_NAMES, load_config
+from meshbench.kube.metrics import SampleScope
+from meshbench.registry import get_backend
+from meshbench.workloads.kubernetes import WorkloadProfile, render_workloads
+
+CONFIG = load_config()
+
+
+def configured_versions() -> list[str]:
+    versions = set()
+    for name in ENVIRONMENT_NAMES:
+        version = CONFIG.environment(name).kubernetes_version
+        if version:
+            versions.add(".".join(version.lstrip("v").split(".")[:2]))
+    return sorted(versions)
+
+
+VERSIONS = configured_versions()
+
+PROFILES = {
+    "baseline": WorkloadProfile(service_type="LoadBalancer"),
+    # What issue 6's installers will ask for: injection labels, appProtocol, the Service in
+    # both clusters, NSM's annotation, extra scopes.
+    "l7-mesh": WorkloadProfile(
+        namespace_labels={"istio-injection": "enabled", "topology.istio.io/network": "network1"},
+        service_app_protocol="http",
+        service_in_client_cluster=True,
+        service_annotations={"ingress.kubernetes.io/service-upstream": "true"},
+        extra_sample_scopes=(SampleScope("server", "istio-system", "istio=eastwestgateway"),),
+    ),
+    "l3-mesh": WorkloadProfile(
+        server_pod_annotations={
+            "networkservicemesh.io": "kernel://my-vl3-network/nsm-1?dnsName=nginx"
+        },
+        client_pod_annotations={
+            "networkservicemesh.io": "kernel://my-vl3-network@my.cluster1/nsm-1"
+        },
+        protocol="ip",
+    ),
+}
+
+
+def rendered_sets():
+    for name, profile in PROFILES.items():
+        manifests = render_workloads(
+            "mb-0123abcd",
+            "0123abcd",
+            CONFIG.kubernetes,
+            profile,
+            node_selector={"node-role.kubernetes.io/worker": ""},
+            environment_service_annotations={
+                "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"
+            },
+            load_balancer_source_ranges=["203.0.113.0/24"],
+        )
+        yield name, [*manifests.server, *manifests.client]
+
+
+def plan_manifests() -> list[dict]:
+    found = []
+    for environment, mesh in CONFIG.matrix:
+        if environment == "local":
+            continue
+        backend = get_backend(CONFIG, environment, mesh)
+        plan = backend.plan(placeholder_context(CONFIG, environment, mesh))
+        for step in plan.steps:
+            if step.kind == "manifest":
+                found += [doc for doc in yaml.safe_load_all(step.detail) if doc]
+    return found
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_workload_manifests_validate_strictly(version: str, profile_name: str):
+    manifests = dict(rendered_sets())[profile_name]
+    assert {m["kind"] for m in manifests} >= {"Namespace", "ConfigMap", "Deployment", "Service"}
+    for manifest in manifests:
+        validate(manifest, version, strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_manifest_in_the_enabled_kubernetes_plans_validates(version: str):
+    manifests = plan_manifests()
+    assert manifests, "the enabled Kubernetes plans apply no manifest"
+    for manifest in manifests:
+        validate(manifest, version, strict=True)
+
+
+def test_the_validator_does_catch_a_misspelt_field():
+    manifests = dict(rendered_sets())["baseline"]
+    broken = yaml.safe_load(yaml.safe_dump(manifests[2]))  # the nginx Deployment
+    broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(ValidationError):
+        validate(broken, VERSIONS[0], strict=True)
+
+
+def test_equal_requests_and_limits_and_the_keepalive_setting():
+    manifests = dict(rendered_sets())["l7-mesh"]
+    deployments = [m for m in manifests if m["kind"] == "Deployment"]
+    resources = [d["spec"]["template"]["spec"]["containers"][0]["resources"] for d in deployments]
+    assert resources[0] == resources[1]
+    assert resources[0]["requests"] == resources[0]["limits"]
+    conf = next(m for m in manifests if m["kind"] == "ConfigMap")["data"]["nginx.conf"]
+    assert "keepalive_requests 10000000;" in conf
+    services = [m for m in manifests if m["kind"] == "Service"]
+    assert [s["spec"]["ports"][0]["appProtocol"] for s in services] == ["http", "http"]
+    assert {s["metadata"]["labels"]["meshbench.io/role"] for s in services} == {"client", "server"}
