@@ -352,3 +352,13 @@ def test_unknown_layout_asks_for_metadata(clean_results, seed_results_dir, tmp_p
     path.write_text(json.dumps(seed_document(seed_results_dir)))
     with pytest.raises(ResultFormatError, match="pass --environment and --date"):
         load_files(clean_results, [path])
+
+
+def test_duration_rule_has_an_absolute_floor_for_short_runs(seed_results_dir) -> None:
+    document = seed_document(seed_results_dir)
+    document["RequestedDuration"] = "2s"
+    document["ActualDuration"] = 2_100_000_000  # a 100 ms timer tick over a 2 s run
+    assert judge(parse_result(document, "short")).positive
+    document["ActualDuration"] = 1_500_000_000  # a quarter cut short
+    verdict = judge(parse_result(document, "short"))
+    assert not verdict.positive and "25.0% off the requested 2 s" in verdict.reason
