@@ -300,7 +300,7 @@ class AwsEnvironment(EnvironmentBase):
     instance_type: str = Field("m5.2xlarge", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     node_count: int = Field(1, ge=1, le=10)
     kubernetes_version: str | None = Field(
-        "1.34", description="EKS minor version ('1.34'); the study's 1.27 can no longer be created."
+        "1.35", description="EKS minor version ('1.35'); the study's 1.27 can no longer be created."
     )
     ami_type: str = Field("AL2023_x86_64_STANDARD", pattern=r"^[A-Za-z0-9_]+$")
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
@@ -354,7 +354,7 @@ class AwsEnvironment(EnvironmentBase):
     @classmethod
     def _eks_minor(cls, version: str | None) -> str | None:
         if version is None or not re.fullmatch(_AWS_KUBERNETES_MINOR, version):
-            raise ValueError("must be an EKS minor version such as '1.34'")
+            raise ValueError("must be an EKS minor version such as '1.35'")
         return version
 
     @field_validator("availability_zones")
@@ -430,7 +430,8 @@ class CapiEnvironment(EnvironmentBase):
     cluster_template: str = Field(
         "builtin",
         description="'builtin' renders the provider's default kinds here (kubeadm from "
-        "pkgs.k8s.io); a URL or path is passed to `clusterctl generate cluster --from`.",
+        "pkgs.k8s.io); 'provider' uses the provider release's own template; a URL or path "
+        "is passed to `clusterctl generate cluster --from`.",
     )
     cluster_template_flavor: str = Field("", pattern=r"^[a-z0-9-]*$")
     template_variables: dict[str, str] = Field(

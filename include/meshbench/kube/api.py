@@ -12,6 +12,9 @@ renders and as ``kubectl get -o json`` prints.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,14 +80,27 @@ class DynamicKubeApi:
         self._api_client = api_client
         self._client: Any = None
         self._request_timeout = request_timeout
+        self._cache_dir: str | None = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
             from kubernetes.dynamic import DynamicClient
 
-            self._client = DynamicClient(self._api_client)
+            # A discovery cache of our own, removed on close: the library's default is one
+            # shared file per API server in /tmp that outlives the task.
+            self._cache_dir = tempfile.mkdtemp(prefix="meshbench-discovery-")
+            self._client = DynamicClient(
+                self._api_client, cache_file=os.path.join(self._cache_dir, "discovery.json")
+            )
         return self._client
+
+    def close(self) -> None:
+        if self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
+        self._client = None
+        self._api_client.close()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -116,7 +132,8 @@ class DynamicKubeApi:
                 name=metadata.get("name"),
                 namespace=metadata.get("namespace"),
                 field_manager=field_manager,
-                force_conflicts=force,
+                # Sent as kubectl sends it; the server reads any value but "false"/"0" as true.
+                force_conflicts="true" if force else "false",
                 _request_timeout=self._request_timeout,
             )
         except DynamicApiError as exc:

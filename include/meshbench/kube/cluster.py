@@ -174,8 +174,15 @@ class Clusters:
         return self._opened[role]
 
     def close(self) -> None:
-        self._opened.clear()
-        self._stack.close()
+        try:
+            for cluster in self._opened.values():
+                close = getattr(cluster.api, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        close()
+        finally:
+            self._opened.clear()
+            self._stack.close()
 
     def __enter__(self) -> Clusters:
         return self
