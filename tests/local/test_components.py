@@ -214,3 +214,38 @@ def test_missing_program_names_the_package(monkeypatch: pytest.MonkeyPatch) -> N
         binaries.MissingBinary, match="apt-get install --no-install-recommends wireguard-tools"
     ):
         binaries.find("wg")
+
+
+@pytest.mark.parametrize("mesh", ["baseline", "envoy-mtls", "wireguard"])
+def test_plan_describes_every_step_without_making_anything(mesh: str, tmp_path: Path) -> None:
+    from meshbench.local import netns
+    from tests.local.conftest import make_context, short_profile
+
+    config = local_config(network_mode="netns")
+    backend = LocalBackend(config, mesh, state_root=tmp_path)
+    ctx = make_context(config, mesh, short_profile())
+    before = netns.list_namespaces()
+    plan = backend.plan(ctx)
+    assert netns.list_namespaces() == before
+    assert not backend.folder(ctx).exists()
+    phases = [step.phase for step in plan.steps]
+    assert phases[0] == "create_clusters" and phases[-1] == "delete_clusters"
+    text = plan.render()
+    assert f"ip netns add {ctx.resource_prefix}-client" in text
+    assert "wrk" in text
+    if mesh != "baseline":
+        assert "paired baseline" in text
+    if mesh == "envoy-mtls":
+        assert text.count("--disable-hot-restart") == 3
+
+
+def test_fractional_durations_fail_before_anything_is_made(tmp_path: Path) -> None:
+    from meshbench.backend import StepFailed
+    from tests.local.conftest import make_context, short_profile
+
+    config = local_config(network_mode="loopback")
+    backend = LocalBackend(config, "baseline", state_root=tmp_path)
+    ctx = make_context(config, "baseline", short_profile(duration=2.5))
+    with pytest.raises(StepFailed, match="whole seconds"):
+        backend.create_clusters(ctx)
+    assert not backend.folder(ctx).exists()

@@ -179,22 +179,24 @@ class LocalBackend(Backend):
         if self.settings.network_mode != "auto":
             mode = self.settings.network_mode
         prefix = ctx.resource_prefix
-        placeholder = Topology(
-            prefix=prefix,
-            network_mode=mode,  # type: ignore[arg-type]
-            client_address="198.18.0.1" if mode == "netns" else "127.x.y.1",
-            server_address="198.18.0.2" if mode == "netns" else "127.x.y.2",
-            underlay_prefix_length=30,
-            tunnel_client_address="198.19.0.1",
-            tunnel_server_address="198.19.0.2",
-            tunnel_prefix_length=30,
-            ports=dict(NETNS_PORTS),
-            cpu_placement=self.settings.cpu_placement,
-        )
         if mode == "netns":
-            subnet = self.settings.subnet
-            concrete = plan_topology(prefix, "netns", subnet, self.settings.cpu_placement)
-            placeholder = concrete
+            placeholder = plan_topology(
+                prefix, "netns", self.settings.subnet, self.settings.cpu_placement
+            )
+        else:
+            # Loopback ports are chosen free at creation; the plan shows the netns ports.
+            placeholder = Topology(
+                prefix=prefix,
+                network_mode="loopback",
+                client_address="127.x.y.1",
+                server_address="127.x.y.2",
+                underlay_prefix_length=30,
+                tunnel_client_address="-",
+                tunnel_server_address="-",
+                tunnel_prefix_length=30,
+                ports=dict(NETNS_PORTS),
+                cpu_placement=self.settings.cpu_placement,
+            )
         steps: list[Step] = []
         warnings: list[str] = []
         if mode == "netns":
@@ -289,6 +291,19 @@ class LocalBackend(Backend):
                 "nginx answers 200 directly and through the whole path",
                 placeholder.url(self._path(self.mesh)),
             ),
+            *(
+                [
+                    Step(
+                        "measure",
+                        "process",
+                        "paired baseline: wrk on the direct path right before each mesh run",
+                        f"wrk ... {placeholder.url('direct')}",
+                        "client",
+                    )
+                ]
+                if self.mesh != "baseline" and self.settings.paired_baseline
+                else []
+            ),
             Step(
                 "measure",
                 "process",
@@ -323,6 +338,14 @@ class LocalBackend(Backend):
                 binaries.find(program)
             except binaries.MissingBinary as exc:
                 raise StepFailed(str(exc)) from None
+        for what, seconds in (
+            ("duration", ctx.load.duration),
+            ("warmup_duration", ctx.load.effective_warmup_duration),
+        ):
+            try:
+                wrk_loadgen.whole_seconds(seconds)
+            except ValueError as exc:
+                raise StepFailed(f"load profile {what}: {exc}") from None
         folder = self.folder(ctx)
         topology = plan_topology(
             ctx.resource_prefix,
