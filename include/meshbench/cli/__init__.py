@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "meshbench.cli.plan",
     "meshbench.cli.pipeline",
     "meshbench.cli.local",
+    "meshbench.cli.reap",
+    "meshbench.cli.estimate",
 )
 
 

@@ -1,0 +1,86 @@
+"""The backend of the environments whose clusters meshbench creates (aws, capi).
+
+It is the shared ``KubernetesBackend`` (the same per-iteration steps as ``existing``) with
+a ``ClusterProvider`` as its cluster source, plus what creating clusters adds:
+
+* the plan is rendered without touching any cloud (the provider answers with
+  placeholders while planning) and ends with the cost and duration estimate of the
+  environment's whole matrix;
+* ``delete_clusters`` removes the run's namespace best effort (so the cloud controller
+  deletes the run's load balancers), always deletes the clusters, and returns the
+  cluster-minutes the run used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from meshbench.backend import Plan, RunContext, Step
+from meshbench.config import BenchmarkConfig
+from meshbench.environments.estimate import estimate_environment, render_estimate
+from meshbench.environments.kubernetes import KubernetesBackend
+from meshbench.environments.provider import ClusterProvider
+from meshbench.kube.cluster import ApiFactory, default_api_factory
+from meshbench.kube.runner import CommandRunner
+from meshbench.meshes.base import MeshInstaller
+
+log = logging.getLogger(__name__)
+
+
+class ProvisionedBackend(KubernetesBackend):
+    source: ClusterProvider
+
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        source: ClusterProvider,
+        installer: MeshInstaller,
+        **options: Any,
+    ) -> None:
+        super().__init__(config, source, installer, **options)
+
+    def plan(self, ctx: RunContext) -> Plan:
+        with self.source.planning():
+            plan = super().plan(ctx)
+        estimate = estimate_environment(self.config, self.environment)
+        step = Step(
+            "estimate",
+            "note",
+            f"Cost and duration of the {self.environment} matrix, one run of each mesh "
+            f"(ESTIMATE from config prices and timings; delete_clusters records the actual "
+            f"cluster-minutes)",
+            render_estimate(estimate),
+        )
+        return Plan(plan.environment, plan.mesh, (*plan.steps, step), plan.warnings)
+
+    def delete_clusters(self, ctx: RunContext) -> dict[str, Any]:  # type: ignore[override]
+        namespace_note = "removed"
+        try:
+            self._run(ctx, self._namespace_removal_ops(ctx, "delete_clusters"))
+        except Exception as exc:  # unreachable or never-created clusters: delete them anyway
+            namespace_note = f"not removed ({type(exc).__name__}: {exc})"
+            log.warning("run namespace %s %s; deleting the clusters anyway", ctx.slug, exc)
+        used = self.source.delete(ctx)
+        return {**used, "namespace": namespace_note}
+
+
+def build_provisioned_backend(
+    config: BenchmarkConfig,
+    mesh: str,
+    provider: ClusterProvider,
+    *,
+    runner: CommandRunner,
+    api_factory: ApiFactory = default_api_factory,
+    **options: Any,
+) -> ProvisionedBackend:
+    from meshbench.meshes import get_installer
+
+    return ProvisionedBackend(
+        config,
+        provider,
+        get_installer(config, mesh),
+        runner=runner,
+        api_factory=api_factory,
+        **options,
+    )
