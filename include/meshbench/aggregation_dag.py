@@ -26,6 +26,11 @@ excludes and lists outlying runs. The numbers go to `daily_summary` in Postgres;
 (PNG) and a Markdown and HTML report go to the artifact store under
 `reports/<environment>/<date>/`.
 
+Then each date's runs are compared with a trailing window of the same environment × mesh
+× mesh version × load profile (Mann-Whitney U; settings in the `regression` section of
+the config). Changes go to the `regression` table; new ones are logged and sent through
+the Slack and email notifiers whose connections are configured.
+
 An asset-triggered run has no logical date: it aggregates the (environment, date) pairs
 named by the triggering events. A scheduled run revisits its day and the day before.
 """
@@ -48,10 +53,17 @@ def run_aggregation(**context: Any) -> dict[str, Any]:
     if not keys:
         moment = context["dag_run"].logical_date or context["dag_run"].run_after
         keys = keys_for_day(moment.astimezone(UTC).date())
-    reports = run_daily_aggregation(get_engine(), load_config(), keys)
+    from meshbench.analysis.alerts import notify_regressions
+
+    config = load_config()
+    reports = run_daily_aggregation(get_engine(), config, keys)
+    new_regressions = [finding for report in reports for finding in report.new_regressions]
+    notified = notify_regressions(new_regressions, config.regression.notifications, context)
     return {
         "aggregated": [[env or "all", day.isoformat()] for env, day in keys],
         "reports": {f"{r.environment}/{r.benchmark_date}": r.files for r in reports},
+        "new_regressions": [finding.describe() for finding in new_regressions],
+        "notifications": notified,
     }
 
 

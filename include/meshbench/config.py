@@ -603,7 +603,7 @@ class RegressionSettings(StrictModel):
         default_factory=lambda: ["qps", "avg_ms", "p90_ms", "p99_ms", "p999_ms"]
     )
     window_days: int = Field(14, ge=2, le=365, description="Calendar days before the tested day.")
-    min_window_days: int = Field(5, ge=2, description="Fewer days with runs: not tested.")
+    min_window_days: int = Field(7, ge=2, description="Fewer days with runs: not tested.")
     min_runs_per_day: int = Field(3, ge=2, description="Fewer positive runs: day not tested.")
     alpha: float = Field(0.01, gt=0, lt=0.5, description="Significance level of the test.")
     min_change: float = Field(

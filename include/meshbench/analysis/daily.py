@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import Engine, text
 
 from meshbench.analysis.aggregate import Summary, aggregate
+from meshbench.analysis.regression import Finding, detect_regressions
 from meshbench.analysis.report import comparison_frame, mesh_label
 from meshbench.config import BenchmarkConfig
 from meshbench.pipeline.artifacts import ArtifactStore
@@ -48,6 +49,8 @@ class DayReport:
     excluded: pd.DataFrame
     negatives: pd.DataFrame
     files: dict[str, str] = field(default_factory=dict)
+    # Changes first found by this run (meshbench.analysis.regression), to be announced.
+    new_regressions: list[Finding] = field(default_factory=list)
 
 
 def keys_from_events(events: list[dict[str, Any]]) -> list[tuple[str | None, date]]:
@@ -259,7 +262,8 @@ def _write_text(path, content: str) -> str:
 def run_daily_aggregation(
     engine: Engine, config: BenchmarkConfig, keys: list[tuple[str | None, date]]
 ) -> list[DayReport]:
-    """Aggregate each (environment or all, date); store summaries; write reports."""
+    """Aggregate each (environment or all, date); store summaries; check for regressions
+    against the history (after the summaries, so both see the same runs); write reports."""
     store = ArtifactStore(config)
     reports: list[DayReport] = []
     for environment, day in keys:
@@ -267,11 +271,15 @@ def run_daily_aggregation(
         if summary.empty:
             log.info("no measured runs for environment=%s date=%s", environment or "any", day)
             continue
+        new_regressions: list[Finding] = []
+        if config.regression.enabled:
+            new_regressions = detect_regressions(engine, config.regression, environment, day).new
         environments = sorted(set(summary.rows["environment"]))
         for env in environments:
             report = build_day_report(engine, summary, env, day)
             if report is None:
                 continue
+            report.new_regressions = [f for f in new_regressions if f.environment == env]
             write_report(engine, store, report)
             reports.append(report)
             log.info("report for %s %s: %s", env, day, report.files.get("report.html"))

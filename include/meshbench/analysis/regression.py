@@ -1,0 +1,421 @@
+"""Regression detection over history: each day's runs against a trailing window of days.
+
+A series is one environment × mesh × load profile; within it, every metric is scanned on
+its own. A day is tested when it has at least ``min_runs_per_day`` positive measured runs
+(latest attempt) and the window before it holds at least ``min_window_days`` such days of
+the same mesh version. The test is a two-sided Mann-Whitney U on the run values (rank
+based: a single wild run cannot make or hide a change), and a day is flagged only when
+
+* the p-value is below ``alpha``,
+* the medians differ by at least ``min_change`` (relative), and
+* the day's median lies more than ``day_noise_factor`` robust standard deviations of the
+  window's daily medians away from the window's median. Runs of one day share a cluster,
+  so days scatter more than runs do; without this guard a test on runs calls every
+  unlucky day a change.
+
+A flagged day starts a new segment: later days are compared only with days from it on,
+so a lasting step is reported once, on the day it appears. On the first tested day of a
+new mesh version the window is the previous version's, and a finding names the version
+change as its likely cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import date, timedelta
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sqlalchemy import Engine, delete, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from meshbench.analysis.aggregate import METRICS, load_profile_key
+from meshbench.config import RegressionSettings
+from meshbench.results.models import Regression
+
+log = logging.getLogger(__name__)
+
+METHOD = "mann-whitney-u"
+# Larger is better for throughput, smaller for every latency.
+HIGHER_IS_BETTER = {"qps"}
+MAD_TO_SD = 1.4826  # the MAD of a normal sample times this estimates its SD
+SERIES_KEYS = ["environment", "mesh", "load_profile_key"]
+
+_RUNS_SQL = """
+SELECT environment, mesh, coalesce(mesh_version, '') AS mesh_version_key, benchmark_date,
+       requested_qps_profile, profile_connections, profile_duration_s,
+       actual_qps, avg_ms, p50_ms, p90_ms, p99_ms, p999_ms
+FROM v_positive_measurement
+WHERE benchmark_date BETWEEN :since AND :until
+  AND (CAST(:environment AS text) IS NULL OR environment = :environment)
+ORDER BY environment, mesh, benchmark_date
+"""
+
+
+@dataclass(frozen=True)
+class DayRuns:
+    """The positive measured run values of one metric on one day."""
+
+    day: date
+    mesh_version: str
+    values: np.ndarray
+
+    @cached_property
+    def median(self) -> float:
+        return float(np.median(self.values))
+
+    @cached_property
+    def robust_sd(self) -> float:
+        return _robust_sd(self.values)
+
+
+@dataclass(frozen=True)
+class DayTest:
+    """The outcome of testing one day against its window (flagged or not)."""
+
+    day: date
+    mesh_version: str
+    previous_mesh_version: str
+    window_start: date
+    window_end: date
+    n_before: int
+    n_after: int
+    before_median: float
+    after_median: float
+    before_mean: float
+    after_mean: float
+    relative_change: float
+    p_value: float
+    day_noise_z: float | None
+    flagged: bool
+    likely_cause: str | None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A flagged change, as stored in the ``regression`` table."""
+
+    environment: str
+    mesh: str
+    load_profile_key: str
+    metric: str
+    benchmark_date: date
+    mesh_version_key: str
+    previous_mesh_version_key: str
+    direction: str
+    window_start: date
+    window_end: date
+    n_before: int
+    n_after: int
+    before_median: float
+    after_median: float
+    before_mean: float
+    after_mean: float
+    relative_change: float
+    p_value: float
+    method: str
+    likely_cause: str | None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, date]:
+        return (
+            self.environment,
+            self.mesh,
+            self.load_profile_key,
+            self.metric,
+            self.benchmark_date,
+        )
+
+    def describe(self) -> str:
+        version = f" {self.mesh_version_key}" if self.mesh_version_key else ""
+        cause = f"; likely cause: {self.likely_cause}" if self.likely_cause else ""
+        return (
+            f"{self.direction} in {self.metric} of {self.mesh}{version} on {self.environment} "
+            f"({self.load_profile_key}) on {self.benchmark_date}: median "
+            f"{self.before_median:.4g} -> {self.after_median:.4g} ({self.relative_change:+.1%}), "
+            f"p={self.p_value:.2g}, {self.n_after} runs against {self.n_before} runs of "
+            f"{self.window_start}..{self.window_end}{cause}"
+        )
+
+
+def _robust_sd(values: Sequence[float]) -> float:
+    data = np.asarray(values, dtype=float)
+    return float(MAD_TO_SD * np.median(np.abs(data - np.median(data))))
+
+
+def compare_day(
+    after: np.ndarray, reference: Sequence[DayRuns], settings: RegressionSettings
+) -> tuple[float, float, float | None, bool]:
+    """(p-value, relative change of medians, day-noise z, flagged) of ``after`` vs the window."""
+    before = np.concatenate([day.values for day in reference])
+    before_median = float(np.median(before))
+    after_median = float(np.median(after))
+    p_value = float(stats.mannwhitneyu(after, before, alternative="two-sided").pvalue)
+    change = (after_median - before_median) / before_median if before_median else np.inf
+    # A day's median scatters at least by its own sampling error (1.2533 s / sqrt(n) for a
+    # median): a floor that keeps a short or unusually calm window from looking noiseless.
+    within_day = float(np.median([day.robust_sd for day in reference]))
+    sampling_error = 1.2533 * within_day / np.sqrt(after.size)
+    spread = max(_robust_sd([day.median for day in reference]), sampling_error)
+    noise_z = abs(after_median - before_median) / spread if spread > 0 else None
+    beyond_day_noise = (
+        settings.day_noise_factor == 0 or noise_z is None or noise_z > settings.day_noise_factor
+    )
+    flagged = p_value < settings.alpha and abs(change) >= settings.min_change and beyond_day_noise
+    return p_value, float(change), noise_z, flagged
+
+
+def test_day(
+    current: DayRuns,
+    reference: Sequence[DayRuns],
+    settings: RegressionSettings,
+    cause: str | None = None,
+) -> DayTest:
+    """Compare one day with its reference days."""
+    p_value, change, noise_z, flagged = compare_day(current.values, reference, settings)
+    before = np.concatenate([d.values for d in reference])
+    return DayTest(
+        day=current.day,
+        mesh_version=current.mesh_version,
+        previous_mesh_version=reference[-1].mesh_version,
+        window_start=reference[0].day,
+        window_end=reference[-1].day,
+        n_before=int(before.size),
+        n_after=int(current.values.size),
+        before_median=float(np.median(before)),
+        after_median=current.median,
+        before_mean=float(before.mean()),
+        after_mean=float(current.values.mean()),
+        relative_change=change,
+        p_value=p_value,
+        day_noise_z=noise_z,
+        flagged=flagged,
+        likely_cause=cause,
+    )
+
+
+@dataclass(frozen=True)
+class _Unconfirmed:
+    """A flagged day whose new level has not yet lasted ``min_window_days`` days."""
+
+    changed: DayRuns
+    test: DayTest
+    reference: list[DayRuns]
+    segment_start_before: date | None
+
+
+def _check_lasting(
+    current: DayRuns, unconfirmed: _Unconfirmed, settings: RegressionSettings
+) -> DayTest | None:
+    """A finding when ``current`` is back at the level before the unconfirmed change."""
+    against_old = test_day(current, unconfirmed.reference, settings)
+    same_direction = np.sign(against_old.relative_change) == np.sign(
+        unconfirmed.test.relative_change
+    )
+    if against_old.flagged and same_direction:
+        return None  # still at the new level: the change lasts
+    day = unconfirmed.changed.day
+    back = test_day(
+        current,
+        [unconfirmed.changed],
+        settings,
+        cause=f"back to the level before {day}: the change on {day} did not last",
+    )
+    significant = back.p_value < settings.alpha and abs(back.relative_change) >= settings.min_change
+    return replace(back, flagged=True) if significant else None
+
+
+def scan_series(days: Sequence[DayRuns], settings: RegressionSettings) -> list[DayTest]:
+    """Test every testable day of one series and metric, oldest first."""
+    tests: list[DayTest] = []
+    testable = [
+        d for d in sorted(days, key=lambda d: d.day) if d.values.size >= settings.min_runs_per_day
+    ]
+    segment_start: date | None = None
+    transient: set[date] = set()
+    unconfirmed: _Unconfirmed | None = None
+    for index, current in enumerate(testable):
+        history = [d for d in testable[:index] if d.day not in transient]
+        window_start = current.day - timedelta(days=settings.window_days)
+        in_window = [
+            d
+            for d in history
+            if d.day >= window_start and (segment_start is None or d.day >= segment_start)
+        ]
+        reference = [d for d in in_window if d.mesh_version == current.mesh_version]
+        if unconfirmed is not None and len(reference) < settings.min_window_days:
+            # Too few days at the new level to test on: check whether it lasts instead.
+            recovery = _check_lasting(current, unconfirmed, settings)
+            if recovery is not None:
+                tests.append(recovery)
+                transient.add(unconfirmed.changed.day)
+                segment_start = unconfirmed.segment_start_before
+                unconfirmed = None
+            continue
+        unconfirmed = None
+        cause = None
+        previous_version = history[-1].mesh_version if history else None
+        if len(reference) < settings.min_window_days:
+            if previous_version is None or previous_version == current.mesh_version:
+                continue
+            # The first day of a new version: compare it with the version it replaces.
+            reference = [d for d in in_window if d.mesh_version == previous_version]
+            if len(reference) < settings.min_window_days:
+                continue
+            cause = (
+                f"mesh version changed from {previous_version or 'unversioned'} to "
+                f"{current.mesh_version or 'unversioned'} on this date"
+            )
+        test = test_day(current, reference, settings, cause)
+        tests.append(test)
+        if test.flagged:
+            unconfirmed = _Unconfirmed(current, test, reference, segment_start)
+            segment_start = current.day
+    return tests
+
+
+def direction_of(metric: str, relative_change: float) -> str:
+    worse = relative_change < 0 if metric in HIGHER_IS_BETTER else relative_change > 0
+    return "regression" if worse else "improvement"
+
+
+def _series_days(part: pd.DataFrame, column: str) -> list[DayRuns]:
+    days = []
+    for (day, version), group in part.groupby(["benchmark_date", "mesh_version_key"], sort=True):
+        values = group[column].dropna().to_numpy(dtype=float)
+        days.append(DayRuns(day=day, mesh_version=version, values=values))
+    return days
+
+
+def find_changes(
+    history: pd.DataFrame, settings: RegressionSettings, dates: Iterable[date] | None = None
+) -> list[Finding]:
+    """Flagged changes in ``history`` (one row per positive run), on ``dates`` if given."""
+    wanted = set(dates) if dates is not None else None
+    findings: list[Finding] = []
+    if history.empty:
+        return findings
+    for (environment, mesh, profile), part in history.groupby(SERIES_KEYS, sort=True):
+        for metric in settings.metrics:
+            if METRICS[metric] not in part.columns:
+                continue
+            for test in scan_series(_series_days(part, METRICS[metric]), settings):
+                if not test.flagged or (wanted is not None and test.day not in wanted):
+                    continue
+                findings.append(
+                    Finding(
+                        environment=environment,
+                        mesh=mesh,
+                        load_profile_key=profile,
+                        metric=metric,
+                        benchmark_date=test.day,
+                        mesh_version_key=test.mesh_version,
+                        previous_mesh_version_key=test.previous_mesh_version,
+                        direction=direction_of(metric, test.relative_change),
+                        window_start=test.window_start,
+                        window_end=test.window_end,
+                        n_before=test.n_before,
+                        n_after=test.n_after,
+                        before_median=test.before_median,
+                        after_median=test.after_median,
+                        before_mean=test.before_mean,
+                        after_mean=test.after_mean,
+                        relative_change=test.relative_change,
+                        p_value=test.p_value,
+                        method=METHOD,
+                        likely_cause=test.likely_cause,
+                    )
+                )
+    return findings
+
+
+def fetch_run_history(
+    engine: Engine, environment: str | None, since: date, until: date
+) -> pd.DataFrame:
+    """Positive measured runs (latest attempt of each date) between two dates, inclusive."""
+    with engine.connect() as connection:
+        frame = pd.read_sql(
+            text(_RUNS_SQL),
+            connection,
+            params={"environment": environment, "since": since, "until": until},
+        )
+    if frame.empty:
+        return frame
+    frame["load_profile_key"] = [
+        load_profile_key(q, c, d)
+        for q, c, d in zip(
+            frame["requested_qps_profile"],
+            frame["profile_connections"],
+            frame["profile_duration_s"],
+            strict=True,
+        )
+    ]
+    return frame
+
+
+def store_findings(
+    engine: Engine, findings: Sequence[Finding], environment: str | None, day: date
+) -> list[Finding]:
+    """Make the stored findings of (environment or all, day) equal ``findings``.
+
+    Returns the findings that were not stored before (the ones to announce); a finding
+    seen again keeps its first ``detected_at``.
+    """
+    scope = [Regression.benchmark_date == day]
+    if environment is not None:
+        scope.append(Regression.environment == environment)
+    key_columns = (
+        Regression.environment,
+        Regression.mesh,
+        Regression.load_profile_key,
+        Regression.metric,
+        Regression.benchmark_date,
+    )
+    with engine.begin() as connection:
+        existing = set(connection.execute(select(*key_columns).where(*scope)).all())
+        keys = [finding.key for finding in findings]
+        stale = delete(Regression).where(*scope)
+        if keys:
+            stale = stale.where(tuple_(*key_columns).not_in(keys))
+        connection.execute(stale)
+        if findings:
+            statement = pg_insert(Regression).values([asdict(f) for f in findings])
+            key_names = {column.key for column in key_columns}
+            updated = {
+                column: statement.excluded[column]
+                for column in asdict(findings[0])
+                if column not in key_names
+            }
+            connection.execute(
+                statement.on_conflict_do_update(constraint="uq_regression_key", set_=updated)
+            )
+    return [finding for finding in findings if finding.key not in existing]
+
+
+@dataclass(frozen=True)
+class Detection:
+    findings: list[Finding]
+    new: list[Finding]
+
+
+def detect_regressions(
+    engine: Engine, settings: RegressionSettings, environment: str | None, day: date
+) -> Detection:
+    """Find and store the changes of ``day``, replaying ``history_days`` for earlier ones."""
+    history = fetch_run_history(
+        engine, environment, day - timedelta(days=settings.history_days), day
+    )
+    findings = find_changes(history, settings, dates=[day])
+    new = store_findings(engine, findings, environment, day)
+    log.info(
+        "regression check of %s on %s: %d change(s), %d new",
+        environment or "every environment",
+        day,
+        len(findings),
+        len(new),
+    )
+    return Detection(findings=findings, new=new)

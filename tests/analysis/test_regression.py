@@ -1,0 +1,220 @@
+"""Regression detection on synthetic histories, in memory and through the database."""
+
+from __future__ import annotations
+
+import email
+import logging
+import socketserver
+import threading
+
+import airflow.sdk  # noqa: F401  (configures logging before caplog attaches)
+import pytest
+from sqlalchemy import text
+
+from meshbench.analysis.aggregate import aggregate
+from meshbench.analysis.alerts import notify_regressions
+from meshbench.analysis.regression import DayRuns, detect_regressions, find_changes, scan_series
+from meshbench.config import RegressionNotifications, RegressionSettings
+from meshbench.testing.histories import as_run_frame, day_of, insert_history, synthetic_days
+
+SETTINGS = RegressionSettings()
+SEEDS = range(12)
+
+
+def flagged_days(days: list[DayRuns], settings: RegressionSettings = SETTINGS) -> list[int]:
+    return [(test.day - day_of(1)).days + 1 for test in scan_series(days, settings) if test.flagged]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_ten_percent_step_in_p99_is_flagged_on_the_day_it_appears(seed: int) -> None:
+    days = synthetic_days(seed, step_after_day=20, step=0.10)
+    findings = find_changes(as_run_frame(days), SETTINGS)
+    assert [(f.metric, f.benchmark_date, f.direction) for f in findings] == [
+        ("p99_ms", day_of(21), "regression")
+    ]
+    finding = findings[0]
+    assert finding.window_end == day_of(20) and finding.window_start == day_of(7)
+    assert finding.n_after == 15 and finding.n_before == 14 * 15
+    assert 0.05 < finding.relative_change < 0.15
+    assert finding.p_value < 1e-4
+    assert finding.likely_cause is None
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_stable_noisy_histories_are_not_flagged(seed: int) -> None:
+    days = synthetic_days(seed)
+    tests = scan_series(days, SETTINGS)
+    assert len(tests) == 40 - SETTINGS.min_window_days  # every day with a full window tested
+    assert [test.day for test in tests if test.flagged] == []
+
+
+def test_one_bad_day_is_flagged_and_its_recovery_closes_it() -> None:
+    days = synthetic_days(3)
+    days[20] = DayRuns(days[20].day, "", days[20].values * 1.15)
+    tests = [test for test in scan_series(days, SETTINGS) if test.flagged]
+    assert [(test.day, test.relative_change > 0) for test in tests] == [
+        (day_of(21), True),
+        (day_of(22), False),
+    ]
+    assert tests[1].likely_cause == (
+        "back to the level before 2026-01-21: the change on 2026-01-21 did not last"
+    )
+
+
+def test_a_mesh_version_change_coinciding_is_named_as_the_likely_cause() -> None:
+    versions = {1: "1.19.3", 21: "1.20.0"}
+    days = synthetic_days(5, step_after_day=20, step=0.10, versions=versions)
+    findings = find_changes(as_run_frame(days), SETTINGS)
+    assert len(findings) == 1
+    finding = findings[0]
+    assert (finding.mesh_version_key, finding.previous_mesh_version_key) == ("1.20.0", "1.19.3")
+    assert finding.likely_cause == "mesh version changed from 1.19.3 to 1.20.0 on this date"
+    # A new version at the same level is no finding, and later days of it are compared with
+    # their own version only.
+    assert find_changes(as_run_frame(synthetic_days(5, versions=versions)), SETTINGS) == []
+
+
+def test_throughput_down_is_a_regression_and_up_an_improvement() -> None:
+    qps_only = RegressionSettings(metrics=["qps"])
+    more = as_run_frame(synthetic_days(8, step_after_day=20, step=0.12), column="actual_qps")
+    (finding,) = find_changes(more, qps_only)
+    assert finding.direction == "improvement" and finding.relative_change > 0.08
+    fewer = as_run_frame(synthetic_days(8, step_after_day=20, step=-0.12), column="actual_qps")
+    (finding,) = find_changes(fewer, qps_only)
+    assert finding.direction == "regression" and finding.relative_change < -0.08
+
+
+def test_days_with_too_few_runs_are_not_tested() -> None:
+    days = synthetic_days(2, runs_per_day=2, step_after_day=20, step=0.5)
+    assert scan_series(days, SETTINGS) == []
+
+
+def test_thresholds_come_from_the_settings() -> None:
+    days = synthetic_days(4, step_after_day=20, step=0.10)
+    assert flagged_days(days, RegressionSettings(min_change=0.2)) == []
+    assert flagged_days(days, RegressionSettings(alpha=1e-30)) == []
+    # Day 21 has only 20 days before it: the first day tested is day 26, still at the new level.
+    assert flagged_days(days, RegressionSettings(window_days=30, min_window_days=25)) == [26]
+    assert flagged_days(days) == [21]
+
+
+def test_settings_reject_a_window_shorter_than_its_minimum() -> None:
+    with pytest.raises(ValueError, match="min_window_days"):
+        RegressionSettings(window_days=5, min_window_days=7)
+
+
+# ------------------------------------------------------------------ through the database
+
+
+@pytest.mark.postgres
+def test_daily_detection_stores_each_change_once(clean_results) -> None:
+    days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
+    insert_history(clean_results, days, environment="synthetic", mesh="istio")
+    announced = []
+    for number in range(1, 41):
+        aggregate(clean_results, "synthetic", day_of(number))
+        announced += detect_regressions(clean_results, SETTINGS, "synthetic", day_of(number)).new
+    # p99 and the metrics that move with it in the synthetic shape (avg, p90, p99.9, qps).
+    assert {f.benchmark_date for f in announced} == {day_of(21)}
+    assert {f.metric for f in announced} == set(SETTINGS.metrics)
+    qps = next(f for f in announced if f.metric == "qps")
+    assert qps.direction == "regression" and qps.relative_change < 0
+
+    # The scheduled run revisits the day: same rows, nothing new to announce.
+    again = detect_regressions(clean_results, SETTINGS, "synthetic", day_of(21))
+    assert again.new == [] and len(again.findings) == len(announced)
+    with clean_results.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT metric, benchmark_date, mesh_version, direction, before_median, "
+                "after_median FROM v_open_regression ORDER BY metric"
+            )
+        ).all()
+    assert [(row.metric, row.benchmark_date, row.mesh_version) for row in stored] == [
+        (metric, day_of(21), "1.19.3") for metric in sorted(SETTINGS.metrics)
+    ]
+    p99 = next(row for row in stored if row.metric == "p99_ms")
+    assert p99.after_median > p99.before_median * 1.05
+
+
+@pytest.mark.postgres
+def test_a_finding_that_disappears_on_reanalysis_is_removed(clean_results) -> None:
+    days = synthetic_days(12, step_after_day=20, step=0.10)
+    insert_history(clean_results, days)
+    assert detect_regressions(clean_results, SETTINGS, "synthetic", day_of(21)).new
+    relaxed = RegressionSettings(min_change=0.5)
+    assert detect_regressions(clean_results, relaxed, "synthetic", day_of(21)).findings == []
+    with clean_results.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM regression")).scalar() == 0
+
+
+# ------------------------------------------------------------------ notifications
+
+
+def _finding():
+    days = synthetic_days(0, step_after_day=20, step=0.10)
+    return find_changes(as_run_frame(days), SETTINGS)
+
+
+def test_findings_are_logged_and_missing_channels_named(caplog, monkeypatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_MESHBENCH_SMTP", raising=False)
+    settings = RegressionNotifications(email_to=["perf@example.invalid"])
+    with caplog.at_level(logging.INFO, logger="meshbench.analysis.alerts"):
+        outcome = notify_regressions(_finding(), settings)
+    assert "REGRESSION regression in p99_ms of istio on synthetic" in caplog.text
+    assert outcome["slack"] == "not configured: apache-airflow-providers-slack is not installed"
+    assert (
+        outcome["email"] == "not configured: Airflow connection 'meshbench_smtp' is not configured"
+    )
+    assert "email: not sent" in caplog.text
+
+
+class _SmtpSink(socketserver.StreamRequestHandler):
+    """Just enough SMTP to accept one message on loopback."""
+
+    messages: list[str] = []  # noqa: RUF012
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 sink\r\n")
+        while line := self.rfile.readline():
+            command = line.decode().strip().upper()
+            if command.startswith(("EHLO", "HELO")):
+                self.wfile.write(b"250 sink\r\n")
+            elif command == "DATA":
+                self.wfile.write(b"354 go on\r\n")
+                body = []
+                while (part := self.rfile.readline()) not in (b".\r\n", b""):
+                    body.append(part.decode())
+                self.messages.append("".join(body))
+                self.wfile.write(b"250 stored\r\n")
+            elif command == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+def test_email_is_sent_when_the_smtp_connection_exists(monkeypatch) -> None:
+    server = socketserver.TCPServer(("127.0.0.1", 0), _SmtpSink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MESHBENCH_SMTP",
+            f'{{"conn_type": "smtp", "host": "127.0.0.1", "port": {port}, '
+            '"extra": {"disable_tls": true, "disable_ssl": true, '
+            '"from_email": "meshbench@example.invalid"}}',
+        )
+        settings = RegressionNotifications(email_to=["perf@example.invalid"])
+        outcome = notify_regressions(_finding(), settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome["email"] == "sent"
+    (raw,) = _SmtpSink.messages
+    message = email.message_from_string(raw)
+    assert message["Subject"] == "meshbench: 1 new regression(s) in synthetic"
+    assert message["To"] == "perf@example.invalid"
+    (part,) = [p for p in message.walk() if p.get_content_type() == "text/html"]
+    assert "regression in p99_ms of istio on synthetic" in part.get_payload(decode=True).decode()
