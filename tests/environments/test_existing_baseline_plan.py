@@ -104,9 +104,11 @@ def test_plan_command_prints_it(capsys: pytest.CaptureFixture[str]):
     assert "port-forward" in out and "delete namespace" in out
 
 
-def test_plan_command_names_a_mesh_without_installer(capsys: pytest.CaptureFixture[str]):
-    assert cli_main(["plan", "--env", "existing", "--mesh", "istio"]) == 2
-    assert "has no Kubernetes installer yet" in capsys.readouterr().err
+def test_plan_command_refuses_a_local_only_mesh_on_kubernetes(
+    capsys: pytest.CaptureFixture[str],
+):
+    assert cli_main(["plan", "--env", "existing", "--mesh", "wireguard"]) == 2
+    assert "mesh 'wireguard' has no Kubernetes installer" in capsys.readouterr().err
 
 
 def test_placeholder_context_uses_the_dag_id():
