@@ -239,11 +239,16 @@ class KubernetesSettings(StrictModel):
 
     nginx: KubernetesWorkload = KubernetesWorkload(image="nginx:1.23.3")
     fortio: KubernetesWorkload = KubernetesWorkload(image="fortio/fortio:1.40.0")
-    nginx_keepalive_requests: int = Field(
-        10_000_000, ge=1000, description="nginx's default 1000 reconnects during a run."
-    )
     metrics_server: MetricsServerSettings = MetricsServerSettings()
     timeouts: KubernetesTimeouts = KubernetesTimeouts()
+    proxy_resources: ContainerResources = Field(
+        ContainerResources(
+            cpu_request="1", cpu_limit="1", memory_request="512Mi", memory_limit="512Mi"
+        ),
+        description="Every per-request proxy a mesh puts on the path (Istio and Kuma sidecars, "
+        "east-west gateway, zone ingress, NSM forwarder and vl3 endpoint) gets these, whatever "
+        "the mesh: the study removed CPU limits for some proxies only.",
+    )
 
 
 class ExistingEnvironment(EnvironmentBase):
@@ -512,6 +517,154 @@ class MeshBase(StrictModel):
     description: str = ""
 
 
+_KUBERNETES_MINOR = r"^1\.\d{1,2}$"
+_RELEASE_LINE = r"^v?\d+\.\d+$"
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class KubernetesRange(StrictModel):
+    """The Kubernetes minor versions one mesh release line supports, and where that is
+    written (a plan for a version outside the range warns at the top)."""
+
+    min: str = Field(pattern=_KUBERNETES_MINOR)
+    max: str = Field(pattern=_KUBERNETES_MINOR)
+    source: str = Field(min_length=1)
+
+
+class RoleNames(StrictModel):
+    """One name per cluster role."""
+
+    client: str = Field(pattern=_NAME)
+    server: str = Field(pattern=_NAME)
+
+
+class KubernetesMesh(MeshBase):
+    scope: Literal["kubernetes"] = "kubernetes"
+    supported_kubernetes: dict[str, KubernetesRange] = Field(
+        default_factory=dict, description="Release line ('1.19') -> supported Kubernetes range."
+    )
+
+    @field_validator("supported_kubernetes")
+    @classmethod
+    def _release_lines(cls, ranges: dict[str, KubernetesRange]) -> dict[str, KubernetesRange]:
+        for line in ranges:
+            if not re.fullmatch(_RELEASE_LINE, line):
+                raise ValueError(f"release line {line!r} must look like '1.19'")
+        return ranges
+
+
+def _istio_support() -> dict[str, KubernetesRange]:
+    return {
+        "1.19": KubernetesRange(
+            min="1.25", max="1.28", source="istio.io data/compatibility/supportStatus.yml"
+        ),
+        "1.28": KubernetesRange(
+            min="1.30",
+            max="1.34",
+            source="istio.io data/compatibility/supportStatus.yml (the 1.28.0 announcement "
+            "says 1.29-1.34)",
+        ),
+        "1.31": KubernetesRange(
+            min="1.32", max="1.36", source="istio.io announcing-1.31 (2026-08-20)"
+        ),
+    }
+
+
+def _kuma_support() -> dict[str, KubernetesRange]:
+    return {
+        "2.4": KubernetesRange(
+            min="1.23", max="1.27", source="kuma 2.4.3 mk/dev.mk K8S_MIN/MAX_VERSION (CI range)"
+        ),
+        "2.14": KubernetesRange(
+            min="1.32", max="1.35", source="kuma v2.14.3 mk/dev.mk K8S_MIN/MAX_VERSION (CI range)"
+        ),
+    }
+
+
+def _nsm_support() -> dict[str, KubernetesRange]:
+    return {
+        "1.11": KubernetesRange(
+            min="1.20",
+            max="1.27",
+            source="networkservicemesh/integration-k8s-kind v1.11.1 CI kind matrix",
+        ),
+        "1.18": KubernetesRange(
+            min="1.29",
+            max="1.32",
+            source="no matrix published for v1.18; the newest one, integration-k8s-kind "
+            "v1.15.0 CI, tests kind 1.29-1.32",
+        ),
+    }
+
+
+class IstioMesh(KubernetesMesh):
+    """Istio multi-primary on different networks (mesh-recipes.md section 1)."""
+
+    description: str = "Istio multi-primary."
+    supported_kubernetes: dict[str, KubernetesRange] = Field(default_factory=_istio_support)
+    mesh_id: str = Field("mesh1", pattern=_NAME)
+    cluster_names: RoleNames = RoleNames(client="cluster1", server="cluster2")
+    networks: RoleNames = RoleNames(client="network1", server="network2")
+    control_plane_profile: Literal["minimal", "default"] = Field(
+        "minimal",
+        description="istioctl profile of each control plane; 'default' also installs a "
+        "north-south ingress gateway (one more load balancer, not on the measured path).",
+    )
+    remote_api_servers: dict[Literal["client", "server"], str] = Field(
+        default_factory=dict,
+        description="API server URL of a cluster as the other cluster's istiod reaches it "
+        "(istioctl create-remote-secret --server); empty: the URL in its kubeconfig.",
+    )
+
+
+class KumaGlobalControlPlane(StrictModel):
+    """Where Kuma's global control plane runs and what it stores its state in. The study
+    co-located an in-memory global with a zone; the docs want a dedicated cluster or
+    Postgres (mesh-recipes.md section 2.2, 2.10)."""
+
+    cluster: Literal["client", "server"] = "server"
+    namespace: str = Field("kuma-global", pattern=_NAME)
+    store: Literal["memory", "postgres"] = "memory"
+    postgres_conn_id: str | None = Field(
+        None,
+        description="Airflow connection (host, port, login, password, schema) for store "
+        "'postgres'.",
+    )
+
+    @model_validator(mode="after")
+    def _postgres_needs_connection(self) -> KumaGlobalControlPlane:
+        if self.store == "postgres" and not self.postgres_conn_id:
+            raise ValueError("store 'postgres' needs postgres_conn_id")
+        return self
+
+
+class KumaMesh(KubernetesMesh):
+    """Kuma multi-zone without egress (mesh-recipes.md section 2)."""
+
+    description: str = "Kuma multi-zone."
+    supported_kubernetes: dict[str, KubernetesRange] = Field(default_factory=_kuma_support)
+    zone_names: RoleNames = RoleNames(client="zone1", server="zone2")
+    global_control_plane: KumaGlobalControlPlane = KumaGlobalControlPlane()
+    chart_repository: str = Field("https://kumahq.github.io/charts", pattern=r"^https://")
+
+
+class NsmMesh(KubernetesMesh):
+    """Network Service Mesh interdomain vl3 (mesh-recipes.md section 3)."""
+
+    description: str = "Network Service Mesh vl3."
+    supported_kubernetes: dict[str, KubernetesRange] = Field(default_factory=_nsm_support)
+    inter_node_mechanism: Literal["wireguard", "ipsec"] = Field(
+        "wireguard",
+        description="vl3 carries IP payload, so NSM picks WireGuard; 'ipsec' sets "
+        "NSM_MECHANISM_PRIORITY=ipsec on the forwarders.",
+    )
+    deployments_repository: str = Field(
+        "https://github.com/networkservicemesh/deployments-k8s", pattern=r"^https://"
+    )
+    network_service: str = Field("my-vl3-network", pattern=_NAME)
+    vl3_prefix: ipaddress.IPv4Network = ipaddress.IPv4Network("172.16.0.0/16")
+
+
 class Meshes(StrictModel):
     baseline: MeshBase = MeshBase(scope="any", description="No mesh: the floor.")
     envoy_mtls: MeshBase = Field(
@@ -519,9 +672,9 @@ class Meshes(StrictModel):
         alias="envoy-mtls",
     )
     wireguard: MeshBase = MeshBase(scope="local", description="A WireGuard L3 tunnel.")
-    istio: MeshBase = MeshBase(scope="kubernetes", description="Istio multi-primary.")
-    kuma: MeshBase = MeshBase(scope="kubernetes", description="Kuma multi-zone.")
-    nsm: MeshBase = MeshBase(scope="kubernetes", description="Network Service Mesh vl3.")
+    istio: IstioMesh = IstioMesh()
+    kuma: KumaMesh = KumaMesh()
+    nsm: NsmMesh = NsmMesh()
 
     def get(self, name: str) -> MeshBase:
         return getattr(self, name.replace("-", "_"))

@@ -1,4 +1,4 @@
-"""Mesh installers for the Kubernetes environments (``baseline``, later istio, kuma, nsm).
+"""Mesh installers for the Kubernetes environments (``baseline``, istio, kuma, nsm).
 
 Each installer is a ``meshbench.meshes.base.MeshInstaller``: its ops for prepare_pair,
 install, readiness and uninstall, and the ``WorkloadProfile`` it asks the workloads to
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 # Mesh name -> module exposing ``build_installer(config) -> MeshInstaller``.
 INSTALLER_MODULES: dict[str, str] = {
     "baseline": "meshbench.meshes.baseline",
+    "istio": "meshbench.meshes.istio",
+    "kuma": "meshbench.meshes.kuma",
+    "nsm": "meshbench.meshes.nsm",
 }
 
 
