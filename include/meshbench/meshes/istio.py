@@ -532,8 +532,8 @@ class IstioInstaller(MeshInstaller):
                 f"Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET} in both clusters before istiod starts",
             ),
             action,
-            "generated in Python (cryptography, RSA 2048, 10 years): root -> intermediate "
-            "per cluster; keys go only into the Secrets\n"
+            "# generated in Python (cryptography, RSA 2048, 10 years): root -> intermediate\n"
+            "# per cluster; keys go only into the Secrets\n"
             + render([self.cacerts_placeholder(ctx)]),
         )
 

@@ -377,9 +377,9 @@ class NsmInstaller(MeshInstaller):
                 "interdomain DNS", f"expose kube-dns as LoadBalancer Service {EXPOSED_DNS} (53/TCP)"
             ),
             action,
-            "selector copied from Service kube-system/kube-dns at run time (what `kubectl "
-            "expose service kube-dns` does)\n"
-            + render([self.exposed_dns_service(ctx, {"<copied from kube-dns>": "..."})]),
+            "# the selector is copied from Service kube-system/kube-dns at run time (what\n"
+            "# `kubectl expose service kube-dns` does); usually k8s-app: kube-dns\n"
+            + render([self.exposed_dns_service(ctx, {"k8s-app": "kube-dns"})]),
         )
 
     def exposed_dns_service(self, ctx: RunContext, selector: dict[str, str]) -> dict[str, Any]:
