@@ -8,6 +8,7 @@ from meshbench.backend import Plan, RunContext
 from meshbench.cli import main as cli_main
 from meshbench.cli.plan import placeholder_context
 from meshbench.config import load_config
+from meshbench.local.nginx import KEEPALIVE_REQUESTS
 from meshbench.registry import get_backend
 
 
@@ -92,7 +93,7 @@ def test_plan_renders_as_text_and_markdown(plan: Plan):
     text = plan.render()
     markdown = plan.render_markdown()
     assert text.startswith("Plan for environment 'existing', mesh 'baseline'")
-    assert "keepalive_requests 10000000;" in text
+    assert f"keepalive_requests {KEEPALIVE_REQUESTS};" in text
     assert markdown.startswith("### Plan: `existing` × `baseline`")
     assert "```" in markdown
 

@@ -8,6 +8,7 @@ import pytest
 
 from meshbench.backend import PHASE_MEASURED, PHASE_WARMUP, StepFailed
 from meshbench.kube.metrics import components_url
+from meshbench.local.nginx import KEEPALIVE_REQUESTS
 from meshbench.testing.fake_kube import FakeKubeApi
 
 from .conftest import TOKEN, World
@@ -113,7 +114,7 @@ def test_a_whole_iteration_measures_and_cleans_up(world: World, study_results):
     assert "phase=measured" in measured.raw_result["Labels"]
     assert measured.context["target_url"] == "http://198.18.0.80:80/"
     assert measured.context["like_for_like"]["protocol"] == "http"
-    assert measured.context["workloads"]["nginx_keepalive_requests"] == 10_000_000
+    assert measured.context["workloads"]["nginx_keepalive_requests"] == KEEPALIVE_REQUESTS
     samples = measured.resource_samples
     assert samples and all(set(sample) == SAMPLE_KEYS for sample in samples)
     assert {(s["cluster"], s["container"]) for s in samples} == {

@@ -3,6 +3,8 @@ versions the configuration names (kubernetes-validate's bundled schemas)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from kubernetes_validate import SchemaNotFoundError, ValidationError, validate
@@ -10,6 +12,7 @@ from kubernetes_validate import SchemaNotFoundError, ValidationError, validate
 from meshbench.cli.plan import placeholder_context
 from meshbench.config import ENVIRONMENT_NAMES, load_config
 from meshbench.kube.metrics import SampleScope
+from meshbench.local.nginx import KEEPALIVE_REQUESTS
 from meshbench.registry import get_backend
 from meshbench.workloads.kubernetes import WorkloadProfile, render_workloads
 
@@ -139,7 +142,28 @@ def test_equal_requests_and_limits_and_the_keepalive_setting():
     assert resources[0] == resources[1]
     assert resources[0]["requests"] == resources[0]["limits"]
     conf = next(m for m in manifests if m["kind"] == "ConfigMap")["data"]["nginx.conf"]
-    assert "keepalive_requests 10000000;" in conf
+    assert f"keepalive_requests {KEEPALIVE_REQUESTS};" in conf
     services = [m for m in manifests if m["kind"] == "Service"]
     assert [s["spec"]["ports"][0]["appProtocol"] for s in services] == ["http", "http"]
     assert {s["metadata"]["labels"]["meshbench.io/role"] for s in services} == {"client", "server"}
+
+
+def test_the_pods_nginx_conf_is_accepted_by_nginx(tmp_path):
+    """``nginx -t`` on the ConfigMap's file, its run folder moved to a temporary one."""
+    import shutil
+    import subprocess
+
+    from meshbench.workloads.kubernetes import NGINX_RUN_DIR
+
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        pytest.skip("nginx is not installed (scripts/install-system-packages.sh installs it)")
+    manifests = dict(rendered_sets())["baseline"]
+    conf = next(m for m in manifests if m["kind"] == "ConfigMap")["data"]["nginx.conf"]
+    (tmp_path / "nginx-temp").mkdir()
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf.replace(NGINX_RUN_DIR, str(tmp_path)))
+    checked = subprocess.run([binary, "-t", "-c", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr

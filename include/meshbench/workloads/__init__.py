@@ -1,8 +1,8 @@
 """The benchmark's workloads: nginx (server) and Fortio (client), rendered as manifests.
 
-``nginx.render_nginx_conf`` is the one nginx configuration every environment serves (the
-local environment runs the same file outside Kubernetes). ``kubernetes.render_workloads``
-turns it, the pinned images and the equal requests/limits from the configuration, and the
+The nginx configuration is the local environment's (``meshbench.local.nginx``), so every
+environment serves the same settings and bytes. ``kubernetes.render_workloads`` combines
+it with the pinned images, the equal requests/limits from the configuration and the
 labels/annotations a mesh asks for into Namespace, ConfigMap, Deployment and Service
 manifests.
 """

@@ -12,17 +12,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from meshbench.config import ContainerResources, KubernetesSettings
 from meshbench.kube.metrics import SampleScope
-from meshbench.workloads.nginx import NginxSettings, render_nginx_conf
+from meshbench.local.nginx import KEEPALIVE_REQUESTS, render_config
 
 NGINX = "nginx"
 FORTIO = "fortio"
 NGINX_PORT = 80
 FORTIO_REST_PORT = 8080
 NGINX_CONF_MAP = "nginx-conf"
+NGINX_RUN_DIR = "/var/run/meshbench-nginx"
+NGINX_STATUS_PORT = 8081  # stub_status, inside the pod only (connection counters)
 FORTIO_DATA_DIR = "/var/lib/fortio"
 
 RUN_LABEL = "meshbench.io/run"
@@ -102,10 +105,11 @@ def namespace_manifest(
     }
 
 
-def nginx_conf(settings: KubernetesSettings) -> str:
-    return render_nginx_conf(
-        NginxSettings(listen=str(NGINX_PORT), keepalive_requests=settings.nginx_keepalive_requests)
-    )
+def nginx_conf() -> str:
+    """The local environment's nginx.conf, byte for byte the same settings: one connection
+    for the whole run, no access log, the same 615-byte body. Its run folder is an
+    emptyDir in the pod (pid, error log, temporary files)."""
+    return render_config(Path(NGINX_RUN_DIR), f"{NGINX_PORT}", f"127.0.0.1:{NGINX_STATUS_PORT}")
 
 
 def _pod_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -160,7 +164,7 @@ def render_workloads(
     load_balancer_source_ranges: Sequence[str] = (),
 ) -> WorkloadManifests:
     """Every manifest of one run's workloads, in apply order per cluster."""
-    conf = nginx_conf(settings)
+    conf = nginx_conf()
     conf_hash = hashlib.sha256(conf.encode()).hexdigest()[:16]
     # The environment's annotations concern load balancers (AWS: internet-facing), so they
     # apply only to a LoadBalancer Service; the mesh's apply always.
@@ -206,6 +210,9 @@ def render_workloads(
                             {
                                 "name": NGINX,
                                 "image": settings.nginx.image,
+                                # The configuration says "daemon off" itself; the image's
+                                # default command would repeat it (a duplicate directive).
+                                "command": ["nginx", "-c", "/etc/nginx/nginx.conf"],
                                 "ports": [
                                     {"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}
                                 ],
@@ -220,11 +227,19 @@ def render_workloads(
                                         "mountPath": "/etc/nginx/nginx.conf",
                                         "subPath": "nginx.conf",
                                         "readOnly": True,
-                                    }
+                                    },
+                                    {"name": "run", "mountPath": NGINX_RUN_DIR},
+                                    # nginx makes its temporary folders inside this one
+                                    # but not the folder itself.
+                                    {"name": "temp", "mountPath": f"{NGINX_RUN_DIR}/nginx-temp"},
                                 ],
                             }
                         ],
-                        "volumes": [{"name": "conf", "configMap": {"name": NGINX_CONF_MAP}}],
+                        "volumes": [
+                            {"name": "conf", "configMap": {"name": NGINX_CONF_MAP}},
+                            {"name": "run", "emptyDir": {}},
+                            {"name": "temp", "emptyDir": {}},
+                        ],
                     },
                 },
             },
@@ -317,6 +332,7 @@ def workload_record(settings: KubernetesSettings) -> dict[str, Any]:
         "fortio_image": settings.fortio.image,
         "nginx_resources": resources(settings.nginx.resources),
         "fortio_resources": resources(settings.fortio.resources),
-        "nginx_keepalive_requests": settings.nginx_keepalive_requests,
+        "nginx_keepalive_requests": KEEPALIVE_REQUESTS,
+        "nginx_conf": "meshbench.local.nginx.render_config (the local environment's)",
         "direction": "fortio (client cluster) -> nginx (server cluster)",
     }
