@@ -113,15 +113,30 @@ def test_results_load_as_positive_measurements(
 
 
 @needs_netns
-def test_cli_runs_a_mesh_and_prints_the_table(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_cli_runs_a_mesh_prints_the_table_and_loads_it(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    clean_results: Engine,
 ) -> None:
     from meshbench.cli import main
 
     monkeypatch.setenv("MESHBENCH_STATE", str(tmp_path))
-    code = main(["local", "run", "--mesh", "baseline", "--duration", "3s", "--no-warmup"])
+    monkeypatch.setenv(
+        "MESHBENCH_DATABASE_URL", clean_results.url.render_as_string(hide_password=False)
+    )
+    code = main(["local", "run", "--mesh", "baseline", "--duration", "3s", "--no-warmup", "--load"])
     out = capsys.readouterr().out
     assert "local measurements" in out
     assert "positive" in out
+    assert "1 positive, 0 negative" in out
     assert code == 0
     assert not any(tmp_path.joinpath("local").iterdir())  # state removed after teardown
+    with clean_results.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT r.environment, r.mesh, m.phase, m.positive FROM measurement m "
+                "JOIN run r ON r.id = m.run_id"
+            )
+        ).one()
+    assert tuple(row) == ("local", "baseline", "measured", True)
