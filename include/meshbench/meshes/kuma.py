@@ -29,7 +29,9 @@ Kuma as TCP.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -291,37 +293,47 @@ class KumaInstaller(MeshInstaller):
             version.lstrip("v"),
         ]
 
-    def global_template_args(self, version: str) -> list[str]:
+    def global_values(self) -> dict[str, Any]:
+        """Helm values of the global: universal on Kubernetes, the configured store. With
+        Postgres the connection comes from a Secret (names here, values never)."""
         store = self.settings.global_control_plane
-        args = [
+        control_plane: dict[str, Any] = {
+            "mode": "global",
+            "environment": "universal",
+            "envVars": {"KUMA_STORE_TYPE": store.store},
+        }
+        if store.store == "postgres":
+            control_plane["secrets"] = {
+                name: {"Secret": POSTGRES_SECRET, "Key": name, "Env": env}
+                for name, env in (
+                    ("host", "KUMA_STORE_POSTGRES_HOST"),
+                    ("port", "KUMA_STORE_POSTGRES_PORT"),
+                    ("user", "KUMA_STORE_POSTGRES_USER"),
+                    ("password", "KUMA_STORE_POSTGRES_PASSWORD"),
+                    ("db", "KUMA_STORE_POSTGRES_DB_NAME"),
+                )
+            }
+        return {"controlPlane": control_plane}
+
+    def global_template_args(self, version: str, values_file: str) -> list[str]:
+        return [
             "template",
             *self._chart(version),
             "--namespace",
             self.global_namespace,
-            "--set",
-            "controlPlane.mode=global",
-            "--set",
-            "controlPlane.environment=universal",
-            "--set-string",
-            f"controlPlane.envVars.KUMA_STORE_TYPE={store.store}",
+            "--values",
+            values_file,
         ]
-        if store.store == "postgres":
-            for name, env in (
-                ("host", "KUMA_STORE_POSTGRES_HOST"),
-                ("port", "KUMA_STORE_POSTGRES_PORT"),
-                ("user", "KUMA_STORE_POSTGRES_USER"),
-                ("password", "KUMA_STORE_POSTGRES_PASSWORD"),
-                ("db", "KUMA_STORE_POSTGRES_DB_NAME"),
-            ):
-                args += [
-                    "--set",
-                    f"controlPlane.secrets.{name}.Secret={POSTGRES_SECRET}",
-                    "--set",
-                    f"controlPlane.secrets.{name}.Key={name}",
-                    "--set",
-                    f"controlPlane.secrets.{name}.Env={env}",
-                ]
-        return args
+
+    def _global_render_detail(self, version: str, then: str) -> str:
+        return (
+            format_command(
+                ["helm", *self.global_template_args(version, "<tmp>/global-values.yaml")]
+            )
+            + "\n# <tmp>/global-values.yaml\n"
+            + render([self.global_values()])
+            + f"\n# then: {then}"
+        )
 
     def zone_install_args(self, version: str, role: str, kds_address: str) -> list[str]:
         proxy = self.config.kubernetes.proxy_resources
@@ -447,13 +459,16 @@ class KumaInstaller(MeshInstaller):
 
     # ------------------------------------------------------------------ components
     def _render_global(self, clusters: Clusters, version: str) -> list[dict[str, Any]]:
-        result = clusters[self.global_role].run(
-            "helm",
-            self.global_template_args(version),
-            timeout=self.timeouts.command,
-            # The rendering holds the global's generated TLS key: never logged.
-            secret_output=True,
-        )
+        with tempfile.TemporaryDirectory(prefix="meshbench-") as folder:
+            values = Path(folder) / "global-values.yaml"
+            values.write_text(render([self.global_values()]), encoding="utf-8")
+            result = clusters[self.global_role].run(
+                "helm",
+                self.global_template_args(version, str(values)),
+                timeout=self.timeouts.command,
+                # The rendering holds the global's generated TLS key: never logged.
+                secret_output=True,
+            )
         documents = list(yaml.safe_load_all(result.stdout))
         return filter_global_objects(
             documents, self.global_namespace, self.settings.global_control_plane.store
@@ -545,14 +560,17 @@ class KumaInstaller(MeshInstaller):
                     f"{self.global_namespace}, rendered by helm and applied server-side",
                 ),
                 apply_global,
-                format_command(["helm", *self.global_template_args(version)])
-                + "\nthen: drop helm hooks"
-                + (
-                    ", drop the 'migration' init container (memory store)"
-                    if store.store == "memory"
-                    else ""
-                )
-                + f"; refuse cluster-scoped objects; server-side apply in {self.global_namespace}",
+                self._global_render_detail(
+                    version,
+                    "drop helm hooks"
+                    + (
+                        ", drop the 'migration' init container (memory store)"
+                        if store.store == "memory"
+                        else ""
+                    )
+                    + f"; refuse cluster-scoped objects; server-side apply in "
+                    f"{self.global_namespace}",
+                ),
             ),
             wait_op(
                 install,
@@ -608,8 +626,9 @@ class KumaInstaller(MeshInstaller):
                     "delete what the same rendering created (reverse order)",
                 ),
                 delete_global,
-                format_command(["helm", *self.global_template_args(version)])
-                + "\nDELETE each rendered object, last first (already gone is fine)",
+                self._global_render_detail(
+                    version, "DELETE each rendered object, last first (already gone is fine)"
+                ),
             )
         )
         if store.store == "postgres":
