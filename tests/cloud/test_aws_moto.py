@@ -403,3 +403,41 @@ def test_created_at_tags_are_valid_aws_tag_values(moto, provider) -> None:
     for value in tags.values():
         assert len(value) <= 256
         assert all(ch.isalnum() or ch in " +-=._:/@" for ch in value), value
+
+
+def test_extra_admin_principals_get_access_entries(aws_config) -> None:
+    """moto has no access-entry API: botocore's Stubber checks the requests against the
+    EKS service model instead (no endpoint is contacted)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    principal = "arn:aws:iam::123456789012:role/meshbench-airflow-workers"
+    config = with_environment(aws_config, "aws", admin_principal_arns=[principal])
+    provider = AwsProvider(config)
+    client = boto3.client(
+        "eks",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key=AWS_SECRET,
+    )
+    provider.__dict__["eks"] = client  # the cached client the provider uses
+    ctx = run_context(config, "aws")
+    with Stubber(client) as stub:
+        for name in provider.cluster_names(ctx).values():
+            stub.add_response(
+                "create_access_entry",
+                {"accessEntry": {"clusterName": name, "principalArn": principal}},
+                {"clusterName": name, "principalArn": principal},
+            )
+            stub.add_response(
+                "associate_access_policy",
+                {"clusterName": name, "principalArn": principal},
+                {
+                    "clusterName": name,
+                    "principalArn": principal,
+                    "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                    "accessScope": {"type": "cluster"},
+                },
+            )
+        provider.grant_admins(ctx)
+        stub.assert_no_pending_responses()

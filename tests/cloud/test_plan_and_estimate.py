@@ -92,6 +92,7 @@ def test_nsm_security_group_rules_in_the_plan_come_from_the_peer_only() -> None:
 
 def test_rules_per_mesh_and_no_open_world() -> None:
     assert [rule.label() for rule in node_rules("nsm")] == ["udp/51820"]
+    assert [rule.label() for rule in node_rules("nsm", "ipsec")] == ["udp/4500", "udp/500"]
     for mesh in ("baseline", "istio", "kuma"):
         assert node_rules(mesh) == ()
     with pytest.raises(StepFailed, match="refusing"):

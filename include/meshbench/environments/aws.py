@@ -141,12 +141,20 @@ NODE_TO_NODE_RULES: dict[str, tuple[PortRule, ...]] = {
         ),
     ),
 }
+# NSM with NSM_MECHANISM_PRIORITY=ipsec (meshes.nsm.inter_node_mechanism: ipsec).
+NSM_IPSEC_RULES = (
+    PortRule("udp", 4500, 4500, "NSM vl3 data path: IPsec (IKEv2 and ESP in UDP)"),
+    PortRule("udp", 500, 500, "NSM vl3 data path: IPsec IKE"),
+)
 # Meshes whose data path addresses the other cluster's nodes directly, so nodes need
 # public addresses (NSM interdomain maps node InternalIP to ExternalIP).
 NEEDS_NODE_REACHABILITY = frozenset({"nsm"})
 
 
-def node_rules(mesh: str) -> tuple[PortRule, ...]:
+def node_rules(mesh: str, nsm_mechanism: str = "wireguard") -> tuple[PortRule, ...]:
+    """The node-to-node ports ``mesh`` needs between the clusters."""
+    if mesh == "nsm" and nsm_mechanism == "ipsec":
+        return NSM_IPSEC_RULES
     return NODE_TO_NODE_RULES.get(mesh, ())
 
 
@@ -752,13 +760,17 @@ class AwsProvider(ClusterProvider):
             raise StepFailed(f"nodes of {cluster} have neither public addresses nor a NAT gateway")
         return [f"{address}/32" for address in nat]
 
+    def node_rules(self, ctx: RunContext) -> tuple[PortRule, ...]:
+        nsm = getattr(self.config.meshes, "nsm", None)
+        return node_rules(ctx.mesh, getattr(nsm, "inter_node_mechanism", "wireguard"))
+
     def peer_role(self, role: str) -> str:
         return "server" if role == "client" else "client"
 
     def open_security_groups(self, ctx: RunContext) -> dict[str, Any]:
         """Authorize the mesh's node-to-node ports on each cluster's security group, from the
         other cluster's node addresses only. Repeating it is harmless."""
-        rules = node_rules(ctx.mesh)
+        rules = self.node_rules(ctx)
         opened: dict[str, Any] = {}
         if not rules:
             log.info("mesh %s needs no node-to-node rules (it crosses via LBs)", ctx.mesh)
@@ -1227,7 +1239,7 @@ class AwsProvider(ClusterProvider):
             )
             for role in ROLES
         ]
-        rules = node_rules(ctx.mesh)
+        rules = self.node_rules(ctx)
         for role in ROLES:
             cluster = self.cluster_name(ctx, role)
             peer = self.cluster_name(ctx, self.peer_role(role))
