@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import date
 
 import matplotlib
 
@@ -67,8 +68,14 @@ def latency_chart(frame: pd.DataFrame, title: str) -> bytes:
     return _png(figure)
 
 
-def trend_chart(history: pd.DataFrame, title: str, metric: str = "avg_ms") -> bytes:
-    """One line per mesh over benchmark dates, with the 95 % CI as a band."""
+def trend_chart(
+    history: pd.DataFrame,
+    title: str,
+    metric: str = "avg_ms",
+    span: tuple[date, date] | None = None,
+) -> bytes:
+    """One line per mesh over benchmark dates, with the 95 % CI as a band; ``span`` fixes
+    the date axis (otherwise a single date is drawn across years)."""
     figure, axes = plt.subplots(figsize=(8, 4))
     data = history[history["metric"] == metric].sort_values("benchmark_date")
     for (mesh, version), part in data.groupby(["mesh", "mesh_version_key"], sort=True):
@@ -78,10 +85,20 @@ def trend_chart(history: pd.DataFrame, title: str, metric: str = "avg_ms") -> by
             axes.fill_between(
                 dates, part["ci_low"].astype(float), part["ci_high"].astype(float), alpha=0.15
             )
+    if not data.empty:
+        # A lone date would otherwise be drawn on an axis spanning years.
+        dates = pd.to_datetime(data["benchmark_date"])
+        pad = max((dates.max() - dates.min()) * 0.05, pd.Timedelta(days=1))
+        axes.set_xlim(dates.min() - pad, dates.max() + pad)
     axes.set_ylabel({"avg_ms": "average latency (ms)", "qps": "QPS"}.get(metric, metric))
     axes.set_title(title)
     axes.grid(alpha=0.3)
     if not data.empty:
         axes.legend()
+    if span is not None:
+        axes.set_xlim(
+            pd.Timestamp(span[0]) - pd.Timedelta(days=0.5),
+            pd.Timestamp(span[1]) + pd.Timedelta(days=0.5),
+        )
     figure.autofmt_xdate()
     return _png(figure)

@@ -406,15 +406,27 @@ def detect_regressions(
     engine: Engine, settings: RegressionSettings, environment: str | None, day: date
 ) -> Detection:
     """Find and store the changes of ``day``, replaying ``history_days`` for earlier ones."""
+    return detect_dates(engine, settings, environment, [day])
+
+
+def detect_dates(
+    engine: Engine, settings: RegressionSettings, environment: str | None, days: Sequence[date]
+) -> Detection:
+    """Find and store the changes of each of ``days`` (a backfill reads the history once)."""
+    if not days:
+        return Detection(findings=[], new=[])
     history = fetch_run_history(
-        engine, environment, day - timedelta(days=settings.history_days), day
+        engine, environment, min(days) - timedelta(days=settings.history_days), max(days)
     )
-    findings = find_changes(history, settings, dates=[day])
-    new = store_findings(engine, findings, environment, day)
+    findings = find_changes(history, settings, dates=days)
+    new: list[Finding] = []
+    for day in sorted(set(days)):
+        on_day = [finding for finding in findings if finding.benchmark_date == day]
+        new += store_findings(engine, on_day, environment, day)
     log.info(
         "regression check of %s on %s: %d change(s), %d new",
         environment or "every environment",
-        day,
+        ", ".join(str(day) for day in sorted(set(days))),
         len(findings),
         len(new),
     )

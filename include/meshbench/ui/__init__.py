@@ -1,0 +1,1 @@
+"""The results page served inside the Airflow UI (wired by plugins/meshbench_results.py)."""

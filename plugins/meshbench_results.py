@@ -1,0 +1,26 @@
+"""Airflow plugin: the meshbench results page (a FastAPI app and a navigation entry).
+
+Wiring only; the page lives in meshbench.ui.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from meshbench.ui.app import URL_PREFIX, create_app
+
+
+class MeshbenchResultsPlugin(AirflowPlugin):
+    name = "meshbench_results"
+    fastapi_apps = [  # noqa: RUF012
+        {"app": create_app(), "url_prefix": URL_PREFIX, "name": "meshbench results"}
+    ]
+    external_views = [  # noqa: RUF012
+        {
+            "name": "Benchmark results",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "meshbench-results",
+        }
+    ]
