@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -90,6 +91,8 @@ def trend_chart(
         dates = pd.to_datetime(data["benchmark_date"])
         pad = max((dates.max() - dates.min()) * 0.05, pd.Timedelta(days=1))
         axes.set_xlim(dates.min() - pad, dates.max() + pad)
+        axes.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     axes.set_ylabel({"avg_ms": "average latency (ms)", "qps": "QPS"}.get(metric, metric))
     axes.set_title(title)
     axes.grid(alpha=0.3)
