@@ -271,9 +271,10 @@ def test_a_changed_corefile_without_its_original_is_refused(fake_pair: FakePair)
     fake_pair.apis["server"].apply(coredns.coredns_config_map(changed))
     installer = with_timeouts(NsmInstaller(CONFIG))
     ctx = context(CONFIG, "nsm")
+    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
     restore = [
         op
-        for op in installer.cleanup_pair_ops(ctx)
+        for op in dns.uninstall
         if "restore the original" in op.step.description and op.step.cluster == "server"
     ]
     with (
@@ -499,3 +500,20 @@ def test_kuma_zone_install_points_at_the_globals_kds_address(fake_pair: FakePair
         ]["kuma.io/sidecar-injection"]
         == "disabled"
     )
+
+
+def test_a_failing_teardown_step_does_not_stop_the_others(fake_pair: FakePair, monkeypatch):
+    installer = with_timeouts(IstioInstaller(CONFIG))
+    ctx = context(CONFIG, "istio")
+    with fake_pair.clusters() as clusters:
+        run_ops(installer.install_ops(ctx, 1), clusters)
+    monkeypatch.setenv("FAKE_CLI_EXIT", "1")  # every istioctl call fails from now on
+    with fake_pair.clusters() as clusters, pytest.raises(StepFailed) as info:
+        run_ops(installer.uninstall_ops(ctx, 1), clusters)
+    message = str(info.value)
+    assert message.startswith("teardown: fail if any step above failed")
+    assert "4 teardown step(s) failed" in message  # east-west and control plane, 2 clusters
+    assert "control plane: istioctl uninstall --purge" in message
+    # The steps after the failed ones still ran: istio-system is gone in both clusters.
+    for api in fake_pair.apis.values():
+        assert ("v1", "Namespace", None, "istio-system") not in api.objects

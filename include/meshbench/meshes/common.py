@@ -9,6 +9,7 @@ plan shows (and tests check) that uninstall mirrors install.
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,8 @@ from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.ops import Op, call_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
+
+log = logging.getLogger(__name__)
 
 ROLES = ("client", "server")
 # Labels on everything meshbench creates outside the workload namespace, so a person
@@ -323,7 +326,43 @@ def install_sequence(components: Sequence[Component]) -> list[Op]:
 
 
 def uninstall_sequence(components: Sequence[Component]) -> list[Op]:
-    return [op for component in reversed(components) for op in component.uninstall]
+    """The components' teardown steps, last component first, each attempted even when an
+    earlier one failed (a stuck uninstall must not leave the rest behind); a final step
+    fails the task naming every step that did not succeed."""
+    ops = [op for component in reversed(components) for op in component.uninstall]
+    if not ops:
+        return []
+    failures: list[str] = []
+
+    def attempt(op: Op) -> Op:
+        def action(clusters: Clusters) -> Mapping[str, Any] | None:
+            try:
+                return op.action(clusters)
+            except Exception as exc:  # every teardown step runs; the last step reports
+                where = f" [{op.step.cluster}]" if op.step.cluster else ""
+                reason = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+                failures.append(f"{op.step.description}{where}: {reason}")
+                log.warning(
+                    "teardown step failed, going on: %s%s: %s", op.step.description, where, reason
+                )
+                return None
+
+        return Op(op.step, action)
+
+    def report(clusters: Clusters) -> None:
+        if failures:
+            raise StepFailed(f"{len(failures)} teardown step(s) failed: " + " | ".join(failures))
+
+    return [
+        *(attempt(op) for op in ops),
+        call_op(
+            ops[0].step.phase,
+            None,
+            "note",
+            step_text("teardown", "fail if any step above failed (each one was attempted)"),
+            report,
+        ),
+    ]
 
 
 def namespace_manifest(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
