@@ -270,7 +270,12 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
                 chain = [tasks[name] for name in ITERATION_STEPS]
                 for upstream, downstream in itertools.pairwise(chain):
                     upstream >> downstream
-                tasks["uninstall_mesh"].as_teardown(setups=tasks["install_mesh"])
+                # on_failure_fail_dagrun keeps Airflow from treating each `measure` as a
+                # leaf (its only downstream would be an ignorable teardown): the run's
+                # state is decided by load_results alone, by the min_positive rule.
+                tasks["uninstall_mesh"].as_teardown(
+                    setups=tasks["install_mesh"], on_failure_fail_dagrun=True
+                )
                 tasks["uninstall_mesh"].trigger_rule = TriggerRule.ALL_DONE
             # Iterations follow each other whatever the previous one's outcome.
             tasks["install_mesh"].trigger_rule = TriggerRule.ALL_DONE
@@ -278,7 +283,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
             previous = tasks["uninstall_mesh"]
         delete = step("delete_clusters", "delete_clusters")
         previous >> delete
-        delete.as_teardown(setups=create)
+        delete.as_teardown(setups=create, on_failure_fail_dagrun=True)
         delete.trigger_rule = TriggerRule.ALL_DONE
         load_results = step(
             "load_results",
