@@ -19,6 +19,7 @@ from meshbench.postgres import state_dir
 COMMAND_MODULES = (
     "meshbench.cli.db",
     "meshbench.cli.results",
+    "meshbench.cli.regressions",
     "meshbench.cli.plan",
     "meshbench.cli.pipeline",
     "meshbench.cli.local",
