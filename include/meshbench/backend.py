@@ -172,8 +172,12 @@ class Backend(abc.ABC):
         """Teardown of install_mesh (and the workloads); tolerates what is already gone."""
 
     @abc.abstractmethod
-    def delete_clusters(self, ctx: RunContext) -> None:
-        """Teardown of create_clusters; tolerates what is already gone."""
+    def delete_clusters(self, ctx: RunContext) -> dict[str, Any] | None:
+        """Teardown of create_clusters; tolerates what is already gone.
+
+        May return what the pair cost (``cluster_minutes``, an estimated cost), which is
+        recorded with the run.
+        """
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
         """Settings recorded with the run: cluster spec, like-for-like settings, versions."""

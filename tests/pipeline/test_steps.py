@@ -217,3 +217,17 @@ def test_trigger_parameters_override_the_profile() -> None:
     assert load.min_positive == 3  # lowered with the iterations asked for
     with pytest.raises(ValueError, match="connections"):
         effective_load(base, {"connections": 0})
+
+
+def test_cluster_minutes_reported_by_delete_are_recorded(config, clean_results, monkeypatch):
+    class CostlyBackend(ReplayBackend):
+        def delete_clusters(self, ctx):
+            self._step("delete_clusters")
+            return {"cluster_minutes": 42.5, "estimated_cost_usd": 1.25}
+
+    drive(config, CostlyBackend(config), clean_results, monkeypatch)
+    with clean_results.connect() as connection:
+        minutes, teardown = connection.execute(
+            text("SELECT cluster_minutes, settings->'teardown' FROM run")).one()
+    assert minutes == 42.5
+    assert teardown == {"cluster_minutes": 42.5, "estimated_cost_usd": 1.25}

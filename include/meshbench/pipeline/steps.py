@@ -244,8 +244,8 @@ class Pipeline:
         return {}
 
     def _delete_clusters(self, _: int | None) -> dict[str, Any]:
-        self.backend.delete_clusters(self.ctx)
-        return {}
+        # Cloud backends report what the pair cost (cluster_minutes, estimated cost).
+        return self.backend.delete_clusters(self.ctx) or {}
 
     def _load_one(self, iteration: int, phase: str, run_index: int) -> dict[str, Any]:
         """Run the load generator once unless an earlier try already kept this run."""
@@ -329,12 +329,15 @@ def _read_step(pipeline: Pipeline, task_id: str) -> dict[str, Any] | None:
 
 
 def _cluster_minutes(pipeline: Pipeline, info: dict[str, Any]) -> float | None:
+    deleted = _read_step(pipeline, "delete_clusters")
+    reported = (deleted or {}).get("result") or {}
+    if reported.get("cluster_minutes") is not None:
+        return float(reported["cluster_minutes"])
     if "cluster_minutes" in info:
         return float(info["cluster_minutes"])
     if pipeline.environment == "local":
         return None
     created = _read_step(pipeline, "create_clusters")
-    deleted = _read_step(pipeline, "delete_clusters")
     if not created:
         return None
     start = datetime.fromisoformat(created["started_at"])
@@ -410,6 +413,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "paired_baseline": pipeline.paired_baseline_enabled(),
         "params": task.params,
         "failures": failures,
+        "teardown": ((_read_step(pipeline, "delete_clusters") or {}).get("result") or {}),
         "artifacts": str(pipeline.run_dir),
     }
     measured_positive = 0
