@@ -763,7 +763,7 @@ class RegressionSettings(StrictModel):
         0.05, ge=0, lt=10, description="Smallest relative change of the median that counts."
     )
     day_noise_factor: float = Field(
-        3.0, ge=0, description="Change in robust SDs of the window's daily medians; 0: off."
+        4.0, ge=0, description="Change in robust SDs of the window's daily medians; 0: off."
     )
     history_days: int = Field(
         180, ge=2, le=3650, description="History replayed to find earlier change points."
