@@ -17,7 +17,7 @@ class MeshbenchResultsPlugin(AirflowPlugin):
     ]
     external_views = [  # noqa: RUF012
         {
-            "name": "Benchmark results",
+            "name": "meshbench results",
             "href": f"{URL_PREFIX}/",
             "destination": "nav",
             "category": "browse",

@@ -65,9 +65,7 @@ def slack_channel(settings: RegressionNotifications, findings: Sequence[Finding]
         return Channel("slack", None, "apache-airflow-providers-slack is not installed")
     if not _connection_exists(conn_id):
         return Channel("slack", None, f"Airflow connection {conn_id!r} is not configured")
-    notifier = SlackWebhookNotifier(
-        slack_webhook_conn_id=conn_id, text=_raw(plain_text(findings))
-    )
+    notifier = SlackWebhookNotifier(slack_webhook_conn_id=conn_id, text=_raw(plain_text(findings)))
     return Channel("slack", notifier, f"connection {conn_id!r}")
 
 
