@@ -64,7 +64,7 @@ def test_reaper_removes_a_crashed_run_and_spares_unrecorded_processes(
     stranger = subprocess.Popen(["ip", "netns", "exec", client_ns, "sleep", "60"])
     try:
         # The task process "crashes" here: no uninstall, no delete_clusters.
-        report = reap(root=state_root, only=[ctx.resource_prefix])
+        report = reap(root=state_root, only=[ctx.resource_prefix], min_idle_seconds=0)
         assert sorted(item.split()[0] for item in report.stopped) == sorted(
             record.name for record in started
         )
@@ -78,10 +78,33 @@ def test_reaper_removes_a_crashed_run_and_spares_unrecorded_processes(
         stranger.kill()
         stranger.wait()
     # A second reap finds nothing of this run, and teardown after the reap is a no-op.
-    again = reap(root=state_root, only=[ctx.resource_prefix])
+    again = reap(root=state_root, only=[ctx.resource_prefix], min_idle_seconds=0)
     assert not again.removed_anything
     backend.delete_clusters(ctx)
     assert not any(name.startswith(ctx.resource_prefix) for name in netns.list_namespaces())
+
+
+@needs_netns
+@pytest.mark.netns
+def test_reaper_spares_a_run_that_is_active(state_root: Path) -> None:
+    config = local_config(network_mode="netns")
+    backend = LocalBackend(config, "baseline", state_root=state_root)
+    ctx = make_context(config, "baseline", short_profile())
+    try:
+        backend.create_clusters(ctx)
+        backend.deploy_workloads(ctx, 1)
+        nginx = backend.folder(ctx).read().processes["nginx"]
+        # A live DAG run between two tasks looks like this: a fresh state, nothing running
+        # in Python. The default reap must leave it alone.
+        report = reap(root=state_root, only=[ctx.resource_prefix])
+        assert not report.removed_anything
+        assert any(ctx.resource_prefix in item for item in report.active)
+        assert nginx.is_running()
+        assert backend.folder(ctx).exists()
+        assert all(netns.exists(name) for name in backend.folder(ctx).read().topology.namespaces)
+    finally:
+        backend.uninstall_mesh(ctx, 1)
+        backend.delete_clusters(ctx)
 
 
 def test_teardown_tolerates_what_is_already_gone(state_root: Path) -> None:

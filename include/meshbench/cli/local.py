@@ -93,6 +93,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PREFIX",
         help="leave this run (mb-<slug>) alone; repeatable",
     )
+    reap.add_argument(
+        "--min-idle",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="spare runs active more recently than this (default 30m; a live DAG run "
+        "touches its state at every task and measurement)",
+    )
+    reap.add_argument(
+        "--all",
+        action="store_true",
+        help="also reap runs that look active (only when no benchmark is running)",
+    )
     reap.set_defaults(handler=_reap)
 
 
@@ -269,9 +282,15 @@ def result_table(measurements: list[Any], tolerance: float) -> Any:
 
 
 def _reap(args: argparse.Namespace) -> int:
-    from meshbench.local.reaper import reap
+    from meshbench.local.reaper import DEFAULT_MIN_IDLE_SECONDS, reap
 
-    report = reap(keep=args.keep)
+    if args.all:
+        min_idle = 0.0
+    elif args.min_idle is not None:
+        min_idle = args.min_idle
+    else:
+        min_idle = DEFAULT_MIN_IDLE_SECONDS
+    report = reap(keep=args.keep, min_idle_seconds=min_idle)
     for label, items in (
         ("stopped", report.stopped),
         ("deleted namespace", report.namespaces),
@@ -281,6 +300,8 @@ def _reap(args: argparse.Namespace) -> int:
     ):
         for item in items:
             print(f"{label}: {item}")
+    for item in report.active:
+        print(f"spared, recently active: {item}")
     for item in report.unrecorded_processes:
         print(f"left alone (not recorded by meshbench): {item}")
     for problem in report.problems:

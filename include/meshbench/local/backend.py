@@ -819,6 +819,7 @@ class LocalBackend(Backend):
         for record in records:
             self._require_running(record)
 
+        self.folder(ctx).touch()  # a run being measured is active: the reaper spares it
         counter = self._connection_counter(topology, path, state)
         accepted_before = counter()
         cpu_before = sum(record.cpu_seconds() for record in records)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,9 @@ NAMESPACE_PATTERN = re.compile(r"^(mb-[a-z0-9]{4,12})-(client|server)$")
 INTERFACE_PATTERN = re.compile(r"^mb-[a-z0-9]{8}-(c|s|wgc|wgs)$")
 SOCKET_PATTERN = re.compile(r"^(mb-[a-z0-9]{8}-wg[cs])\.sock$")
 _TCP_LISTEN = "0A"
+# Longer than any single task of a local run (a measure task of the study profile makes six
+# 60 s runs), so a live run is never taken for a crashed one.
+DEFAULT_MIN_IDLE_SECONDS = 30 * 60.0
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ReapReport:
     sockets: list[str] = field(default_factory=list)
     state_folders: list[str] = field(default_factory=list)
     unrecorded_processes: list[str] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -62,24 +68,58 @@ def namespace_pids(name: str) -> list[int]:
     return [int(token) for token in output.split() if token.isdigit()]
 
 
+def _socket_answers(path: Path) -> bool:
+    """A live wireguard-go (of a run in another state folder, say) accepts connections."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def namespace_age_seconds(name: str) -> float:
+    try:
+        return max(time.time() - (netns.NETNS_DIR / name).stat().st_mtime, 0.0)
+    except FileNotFoundError:
+        return 0.0
+
+
 def _prefix_of(namespace: str) -> str | None:
     match = NAMESPACE_PATTERN.match(namespace)
     return match.group(1) if match else None
 
 
 def reap(
-    root: Path | None = None, keep: Collection[str] = (), only: Collection[str] | None = None
+    root: Path | None = None,
+    keep: Collection[str] = (),
+    only: Collection[str] | None = None,
+    min_idle_seconds: float = DEFAULT_MIN_IDLE_SECONDS,
 ) -> ReapReport:
     """Remove local runs' leftovers: every run's (``only``: just these prefixes) except the
-    runs whose prefix is in ``keep``."""
+    runs whose prefix is in ``keep`` and runs active in the last ``min_idle_seconds``.
+
+    A run is active while its tasks touch its state (every start, stop and measurement);
+    between two tasks of a live DAG run nothing runs, so only age tells a crashed run from
+    a live one. Namespaces without a state folder here may belong to another state folder
+    (another checkout, a test): they are removed only once they are that old too."""
     report = ReapReport()
 
     def wanted(prefix: str) -> bool:
         return prefix not in keep and (only is None or prefix in only)
 
+    reaped_prefixes: set[str] = set()
+    active_prefixes: set[str] = set()
     for folder in list_runs(root):
         if not wanted(folder.prefix):
             continue
+        idle = folder.idle_seconds()
+        if idle < min_idle_seconds:
+            report.active.append(f"{folder.prefix} (active {idle:.0f} s ago)")
+            active_prefixes.add(folder.prefix)
+            continue
+        reaped_prefixes.add(folder.prefix)
         try:
             state = folder.read()
         except (ValueError, KeyError, TypeError) as exc:
@@ -104,8 +144,14 @@ def reap(
 
     for name in netns.list_namespaces():
         prefix = _prefix_of(name)
-        if prefix is None or not wanted(prefix):
+        if prefix is None or not wanted(prefix) or prefix in active_prefixes:
             continue
+        if prefix not in reaped_prefixes:
+            age = namespace_age_seconds(name)
+            if age < min_idle_seconds:
+                active_prefixes.add(prefix)
+                report.active.append(f"{prefix} (namespace made {age:.0f} s ago)")
+                continue
         for pid in namespace_pids(name):
             # Not in any state file: it is not ours to kill. Deleting the name leaves the
             # namespace alive as long as this process is.
@@ -118,7 +164,8 @@ def reap(
 
     def wanted_interface(name: str) -> bool:
         run_id = name.split("-")[1]
-        return not any(short_id(prefix.removeprefix("mb-")) == run_id for prefix in keep) and (
+        spared = [*keep, *active_prefixes]
+        return not any(short_id(prefix.removeprefix("mb-")) == run_id for prefix in spared) and (
             only is None or any(short_id(prefix.removeprefix("mb-")) == run_id for prefix in only)
         )
 
@@ -133,7 +180,7 @@ def reap(
     if wg.SOCKET_DIR.is_dir():
         for path in wg.SOCKET_DIR.iterdir():
             match = SOCKET_PATTERN.match(path.name)
-            if match and wanted_interface(match.group(1)):
+            if match and wanted_interface(match.group(1)) and not _socket_answers(path):
                 path.unlink(missing_ok=True)
                 report.sockets.append(str(path))
     return report

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,6 +149,18 @@ class RunFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def touch(self) -> None:
+        """Mark the run as active: the reaper leaves recently active runs alone."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.state_path)
+
+    def idle_seconds(self) -> float:
+        """Seconds since the state last changed or a measurement started (0 if missing)."""
+        try:
+            return max(time.time() - self.state_path.stat().st_mtime, 0.0)
+        except FileNotFoundError:
+            return 0.0
 
 
 def now_iso() -> str:
