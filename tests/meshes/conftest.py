@@ -75,6 +75,10 @@ elif argv[:1] == ["remote-clusters"]:
     for name in os.environ.get("FAKE_REMOTE_CLUSTERS", "").split(","):
         if name:
             print(f"{name}   istio-system/istio-remote-secret-{name}   synced     istiod-1")
+elif argv[:1] == ["proxy-config"]:
+    address, port = os.environ["FAKE_ENDPOINT"].rsplit(":", 1)
+    print(json.dumps([{"name": argv[argv.index("--cluster") + 1], "hostStatuses": [
+        {"address": {"socketAddress": {"address": address, "portValue": int(port)}}}]}]))
 elif argv[:1] == ["template"]:
     sys.stdout.write(open(os.environ["FAKE_HELM_TEMPLATE"]).read())
 sys.exit(int(os.environ.get("FAKE_CLI_EXIT", "0")))

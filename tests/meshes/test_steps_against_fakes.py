@@ -132,6 +132,39 @@ def test_istio_install_ready_and_uninstall_against_fake_clusters(fake_pair: Fake
         ready = run_ops(installer.ready_ops(ctx, 1), clusters)
     assert ready["eastwest_address_server"] == "198.18.0.22"
 
+    # After the workloads: the Fortio sidecar must see nginx behind the server's gateway.
+    namespace = ctx.resource_prefix
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    client.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "fortio", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "fortio"}},
+                "template": {
+                    "metadata": {"labels": {"app": "fortio"}},
+                    "spec": {"containers": [{"name": "fortio", "image": "fortio/fortio"}]},
+                },
+            },
+        }
+    )
+    client.get("apps/v1", "Deployment", "fortio", namespace)  # the fake makes its pod
+    monkeypatch.setenv("FAKE_ENDPOINT", "10.0.9.9:80")  # raw pod IP: not good enough
+    installer.timeouts = installer.timeouts.model_copy(update={"rollout": 0.3})
+    with fake_pair.clusters() as clusters, pytest.raises(StepFailed, match="network label"):
+        run_ops(installer.workload_ready_ops(ctx, 1), clusters)
+    monkeypatch.setenv("FAKE_ENDPOINT", "198.18.0.22:15443")
+    with fake_pair.clusters() as clusters:
+        seen = run_ops(installer.workload_ready_ops(ctx, 1), clusters)
+    assert seen["client_proxy_endpoints"] == ["198.18.0.22:15443"]
+    query = [c for c in fake_pair.calls("istioctl") if c["argv"][:1] == ["proxy-config"]][-1]
+    assert query["context"] == "client-ctx"
+    assert query["argv"][2].startswith("fortio-") and query["argv"][2].endswith(f".{namespace}")
+    assert f"outbound|80||nginx.{namespace}.svc.cluster.local" in query["argv"]
+    installer.timeouts = installer.timeouts.model_copy(update={"rollout": 2.0})
+
     # A retried install keeps the CA istiod may already have loaded.
     with fake_pair.clusters() as clusters:
         again = run_ops(
@@ -141,6 +174,8 @@ def test_istio_install_ready_and_uninstall_against_fake_clusters(fake_pair: Fake
     assert again["plugin_ca"] == "kept the CA an earlier try made"
     assert client.objects[("v1", "Secret", "istio-system", "cacerts")]["data"] == secrets["client"]
 
+    # The backend deletes the workload namespace before the mesh's uninstall.
+    client.delete("v1", "Namespace", namespace)
     # istioctl uninstall --purge would remove the CRD; the fake CLI does not, so do it here.
     for api in fake_pair.apis.values():
         api.delete(CRD, "CustomResourceDefinition", "gateways.networking.istio.io")

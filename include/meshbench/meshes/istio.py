@@ -757,7 +757,10 @@ class IstioInstaller(MeshInstaller):
         return f"http://{NGINX}.{ctx.resource_prefix}:{NGINX_PORT}/"
 
     def describe_target(self, ctx: RunContext) -> str:
-        return f"http://{NGINX}.{ctx.resource_prefix}:{NGINX_PORT}/ (Istio multi-cluster DNS)"
+        return (
+            f"http://{NGINX}.{ctx.resource_prefix}:{NGINX_PORT}/ (the Service exists in both "
+            f"clusters; the client's sidecar routes to the server's)"
+        )
 
     # ------------------------------------------------------------------ pair / records
     def cleanup_pair_ops(self, ctx: RunContext) -> list[Op]:

@@ -498,6 +498,9 @@ class KumaInstaller(MeshInstaller):
             "stringData": values,
         }
 
+    def _apply_postgres_secret(self, clusters: Clusters, ctx: RunContext) -> None:
+        clusters[self.global_role].apply([self._postgres_secret(ctx)])
+
     def components(self, ctx: RunContext, iteration: int) -> list[Component]:
         install = phase(iteration, "install_mesh")
         uninstall = phase(iteration, "uninstall_mesh")
@@ -539,7 +542,7 @@ class KumaInstaller(MeshInstaller):
                         f"Secret {self.global_namespace}/{POSTGRES_SECRET} from Airflow "
                         f"connection {store.postgres_conn_id!r}",
                     ),
-                    lambda clusters: clusters[g].apply([self._postgres_secret(ctx)]) and None,
+                    lambda clusters: self._apply_postgres_secret(clusters, ctx),
                     "keys host, port, user, password, db (values never shown)",
                 )
             )
