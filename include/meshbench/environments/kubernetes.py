@@ -18,7 +18,6 @@ earlier task made. Returned dicts hold names and settings only, never credential
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -545,7 +544,6 @@ class KubernetesBackend(Backend):
                 scopes,
                 self.metrics_server.sample_interval,
             )
-        cancel = threading.Event()
         with client.port_forward(namespace, FORTIO_TARGET, FORTIO_REST_PORT) as forward:
             fortio = FortioClient(
                 forward.url, poll_interval=self.fortio_poll_interval, grace=self.fortio_grace
@@ -555,7 +553,8 @@ class KubernetesBackend(Backend):
                 sampler.start()
             samples: list[dict[str, Any]] = []
             try:
-                run = fortio.run(request, cancel=cancel, connection_lost=forward.describe_loss)
+                # A killed task (SIGTERM) stops the Fortio run inside FortioClient.run.
+                run = fortio.run(request, connection_lost=forward.describe_loss)
             finally:
                 if sampler is not None:
                     samples = sampler.stop()
