@@ -205,6 +205,12 @@ CHARTS_LOADED = (
     "[...document.querySelectorAll('img.chart')].every(img => img.complete)"
     " && document.querySelectorAll('img.chart').length > 0"
 )
+EMBEDDED_PAGE_LOADED = """(() => {
+  const page = document.querySelector('iframe')?.contentDocument;
+  const charts = page ? [...page.querySelectorAll('img.chart')] : [];
+  return page?.querySelector('table.comparison') != null && charts.length > 0
+    && charts.every(img => img.complete && img.naturalWidth > 0);
+})()"""
 CHART_SIZES = "[...document.querySelectorAll('img.chart')].map(i => [i.naturalWidth, i.alt])"
 
 
@@ -265,3 +271,20 @@ def test_the_history_view_shows_trend_regressions_and_negative_runs(
     trend_width = browser.evaluate("document.querySelector('img.trend').naturalWidth")
     assert trend_width > 300
     _screenshot(browser, tmp_path, "results-page-history.png")
+
+
+def test_the_page_is_embedded_in_the_airflow_ui(airflow_server, browser, tmp_path) -> None:
+    base = airflow_server.url
+    browser.set_cookie("_token", airflow_server.token("admin"), base)
+    browser.open(
+        f"{base}/plugin/meshbench-results",
+        ready=EMBEDDED_PAGE_LOADED,
+        timeout=60,
+    )
+    source = browser.evaluate("document.querySelector('iframe').getAttribute('src')")
+    assert source.endswith("/meshbench/")
+    heading = browser.evaluate(
+        "document.querySelector('iframe').contentDocument.querySelector('h1').textContent"
+    )
+    assert heading == "meshbench results"
+    _screenshot(browser, tmp_path, "results-page-in-airflow.png")
