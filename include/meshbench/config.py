@@ -167,9 +167,11 @@ class LocalEnvironment(EnvironmentBase):
         "the scheduler decides. Recorded with every result.",
     )
     status_codes: Literal["counted", "inferred"] = Field(
-        "counted",
-        description="'counted': wrk counts every response's status (a Lua callback, a few "
-        "per cent slower); 'inferred': wrk counts only codes >= 400.",
+        "inferred",
+        description="'inferred': wrk counts answers with a code >= 400 (their codes are not "
+        "kept); the rest are 200s, the only code below 400 the generated configs answer, "
+        "checked against the first hop's own counter. 'counted': a Lua callback counts every "
+        "code (about 3.5 % fewer QPS on the fastest path at c=1).",
     )
     ready_timeout: Duration = Field(
         30.0, description="Bounded wait for each component and the probe through the path."

@@ -52,6 +52,7 @@ SETTINGS = wrk.WrkSettings(
     url="http://198.18.0.2:8080/",
     connections=1,
     duration_seconds=3,
+    status_codes="counted",
     labels="test",
     profile_qps=6000,
 )

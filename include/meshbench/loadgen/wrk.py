@@ -60,7 +60,7 @@ class WrkSettings:
     connections: int
     duration_seconds: int
     threads: int = 1
-    status_codes: StatusCodes = "counted"
+    status_codes: StatusCodes = "inferred"
     labels: str = ""
     profile_qps: int | None = None
 

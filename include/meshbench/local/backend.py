@@ -26,7 +26,17 @@ from meshbench.backend import (
 )
 from meshbench.config import BenchmarkConfig, ConfigError, LocalEnvironment
 from meshbench.loadgen import wrk as wrk_loadgen
-from meshbench.local import binaries, envoy, machine, netns, nginx, pki, probes, processes
+from meshbench.local import (
+    binaries,
+    counters,
+    envoy,
+    machine,
+    netns,
+    nginx,
+    pki,
+    probes,
+    processes,
+)
 from meshbench.local import wireguard as wg
 from meshbench.local.processes import ProcessRecord
 from meshbench.local.state import RunFolder, RunState, default_root, now_iso
@@ -820,8 +830,8 @@ class LocalBackend(Backend):
             self._require_running(record)
 
         self.folder(ctx).touch()  # a run being measured is active: the reaper spares it
-        counter = self._connection_counter(topology, path, state)
-        accepted_before = counter()
+        hop = counters.first_hop(topology, path)
+        before = hop.read()
         cpu_before = sum(record.cpu_seconds() for record in records)
         machine_before = machine.MachineSample.take()
         run = wrk_loadgen.run(
@@ -835,17 +845,13 @@ class LocalBackend(Backend):
         machine_after = machine.MachineSample.take()
         cpu_after = sum(record.cpu_seconds() for record in records)
         dead = [record for record in records if not record.is_running()]
+        after = hop.read() if before is not None and not dead else None
         context["machine"] = machine.describe_interval(
             machine_before, machine_after, run.cpu_seconds + max(cpu_after - cpu_before, 0.0)
         )
         context["wrk_command"] = " ".join(run.command)
+        context["first_hop_counters"] = hop.description
 
-        socket_count = None
-        if not dead and accepted_before is not None:
-            accepted_after = counter()
-            if accepted_after is not None:
-                socket_count = max(accepted_after - accepted_before - counter.overhead, 0)
-        context["socket_count_source"] = counter.source
         failures = []
         for record in dead:
             tail = record.log_tail(300)
@@ -857,6 +863,7 @@ class LocalBackend(Backend):
             failures.append(run.failure)
         raw = None
         if run.report is not None:
+            socket_count = hop.socket_count(before, after) if before and after else None
             raw = wrk_loadgen.to_fortio(
                 run.report,
                 settings,
@@ -864,35 +871,22 @@ class LocalBackend(Backend):
                 socket_count,
                 state.versions.get("wrk", "unknown"),
             )
+            if before and after:
+                check = counters.check_answers(
+                    hop,
+                    hop.answers(before, after),
+                    requests=run.report.requests,
+                    status_errors=run.report.errors.get("status", 0),
+                    connections=settings.connections,
+                )
+                raw["meshbench"]["answer_check"] = check
+                if not check["consistent"]:
+                    failures.append(
+                        f"answer counts disagree: wrk counted {check['load_generator_counted']} "
+                        f"but the {hop.description} counted {check['first_hop_counted']}"
+                    )
         return MeasurementOutcome(
             raw_result=raw, failure="; ".join(failures) or None, context=context
-        )
-
-    def _connection_counter(self, topology: Topology, path: str, state: RunState) -> _Counter:
-        client_ns = topology.namespace("client")
-        if path == "envoy-mtls":
-            url = (
-                f"http://{topology.local_host('client')}:"
-                f"{topology.ports['client_sidecar_admin']}/stats?filter="
-                f"^{envoy.DOWNSTREAM_CONNECTIONS_STAT.replace('.', '[.]')}$"
-            )
-            return _Counter(
-                url,
-                client_ns,
-                lambda text: envoy.parse_stats(text).get(envoy.DOWNSTREAM_CONNECTIONS_STAT),
-                source="client sidecar Envoy downstream_cx_total",
-                # wrk opens one connection to check the address before the run starts.
-                overhead=1,
-            )
-        url = f"http://{topology.local_host('server')}:{topology.ports['nginx_status']}/status"
-        return _Counter(
-            url,
-            topology.namespace("server"),
-            lambda text: nginx.parse_stub_status(text)["accepts"],
-            source="nginx stub_status accepts",
-            # The reading after the run is itself an accepted connection, and wrk opens
-            # one connection to check the address before the run starts.
-            overhead=2,
         )
 
     # -------------------------------------------------------------------- info
@@ -935,31 +929,3 @@ class LocalBackend(Backend):
             info["network_mode_setting"] = self.settings.network_mode
             info["cpu_placement_setting"] = self.settings.cpu_placement
         return info
-
-
-class _Counter:
-    """Reads a connection counter of the first hop; None when it cannot be read."""
-
-    def __init__(
-        self,
-        url: str,
-        namespace: str | None,
-        parse: Callable[[str], int | None],
-        source: str,
-        overhead: int,
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.parse = parse
-        self.source = source
-        self.overhead = overhead
-
-    def __call__(self) -> int | None:
-        try:
-            answer = probes.get(self.url, self.namespace)
-            if answer.status != 200:
-                return None
-            return self.parse(answer.body.decode(errors="replace"))
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s at %s: %s", self.source, self.url, exc)
-            return None

@@ -280,6 +280,3 @@ def parse_stats(text: str) -> dict[str, int]:
         if separator and value.strip().lstrip("-").isdigit():
             values[name] = int(value)
     return values
-
-
-DOWNSTREAM_CONNECTIONS_STAT = "http.outbound.downstream_cx_total"
