@@ -75,15 +75,26 @@ def run_pipeline_step(
     environment: str, mesh: str, step: str, iteration: int | None = None, **context: Any
 ) -> dict[str, Any]:
     """The callable of every benchmark task."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSkipException,
+    )
 
-    from meshbench.pipeline.steps import Pipeline, StepSkipped, TooFewPositives
+    from meshbench.pipeline.lease import RESCHEDULE_SECONDS
+    from meshbench.pipeline.steps import Pipeline, StepRescheduled, StepSkipped, TooFewPositives
 
     pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
     try:
         result = pipeline.run(step, iteration)
     except StepSkipped as exc:
         raise AirflowSkipException(str(exc)) from None
+    except StepRescheduled as exc:
+        # Rescheduling frees the pool slot for the run that holds the machine.
+        log.info("%s; trying again in %s s", exc, RESCHEDULE_SECONDS)
+        raise AirflowRescheduleException(
+            datetime.now(UTC) + timedelta(seconds=RESCHEDULE_SECONDS)
+        ) from None
     except TooFewPositives as exc:
         # Retrying cannot add positive runs: fail without retries.
         raise AirflowFailException(str(exc)) from None

@@ -94,6 +94,8 @@ def airflow_stack(tmp_path_factory, fresh_database) -> AirflowStack:
     document["load_profiles"].update(E2E_PROFILES)
     document["artifacts"] = {"base_uri": artifacts.as_uri()}
     document["defaults"]["retries"] = 0
+    # A scheduler started by a test must run only the DAG the test unpauses.
+    document["environments"]["local"]["paused_on_creation"] = True
     config_path = home / "benchmarks.yaml"
     config_path.write_text(yaml.safe_dump(document))
 

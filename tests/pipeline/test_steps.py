@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from meshbench.config import ArtifactSettings, LoadProfile, load_config
+from meshbench.config import LoadProfile
 from meshbench.pipeline.steps import (
     INJECT_FAILURE_ENV_VAR,
     ITERATION_STEPS,
@@ -19,20 +19,6 @@ from meshbench.pipeline.steps import (
 from tests.pipeline.replay_backend import ReplayBackend
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def config(tmp_path):
-    base = load_config()
-    load = LoadProfile(
-        duration="60s", iterations=2, runs_per_iteration=2, min_positive=3, warmup=True
-    )
-    return base.model_copy(
-        update={
-            "artifacts": ArtifactSettings(base_uri=(tmp_path / "artifacts").as_uri()),
-            "load_profiles": {**base.load_profiles, "study": load},
-        }
-    )
 
 
 def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
@@ -228,6 +214,7 @@ def test_cluster_minutes_reported_by_delete_are_recorded(config, clean_results, 
     drive(config, CostlyBackend(config), clean_results, monkeypatch)
     with clean_results.connect() as connection:
         minutes, teardown = connection.execute(
-            text("SELECT cluster_minutes, settings->'teardown' FROM run")).one()
+            text("SELECT cluster_minutes, settings->'teardown' FROM run")
+        ).one()
     assert minutes == 42.5
     assert teardown == {"cluster_minutes": 42.5, "estimated_cost_usd": 1.25}

@@ -29,6 +29,7 @@ from meshbench.backend import (
 )
 from meshbench.benchlock import exclusive_benchmark
 from meshbench.config import BenchmarkConfig, ConfigError, LoadProfile, parse_duration
+from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
 from meshbench.registry import get_backend
 from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
@@ -57,6 +58,10 @@ class StepSkipped(Exception):
 
 class TooFewPositives(Exception):
     """The run recorded fewer positive measured runs than ``min_positive``."""
+
+
+class StepRescheduled(Exception):
+    """The step must wait (another local run holds the machine); try again later."""
 
 
 def iteration_group(iteration: int) -> str:
@@ -173,13 +178,12 @@ class Pipeline:
         started_at = now_iso()
         try:
             self._guard(step, iteration)
+            self._hold_machine(step)
             self._mark_started(task_id)
             if os.environ.get(INJECT_FAILURE_ENV_VAR) == task_id:
                 raise StepFailed(f"failure injected at {task_id} (${INJECT_FAILURE_ENV_VAR})")
             result = getattr(self, f"_{step}")(iteration) or {}
-        except StepSkipped:
-            raise
-        except TooFewPositives:
+        except (StepSkipped, StepRescheduled, TooFewPositives):
             raise
         except Exception as exc:
             self.store.write_json(
@@ -193,6 +197,9 @@ class Pipeline:
             )
             log.error("%s failed: %s", task_id, _reason(exc))
             raise
+        finally:
+            if step in ("delete_clusters", "load_results") and self._holds_machine():
+                lease.release(self.lease_owner)
         self.store.write_json(
             self._step_file(task_id),
             {
@@ -204,6 +211,40 @@ class Pipeline:
             },
         )
         return result
+
+    # ------------------------------------------------------------ machine lease
+
+    @property
+    def lease_owner(self) -> str:
+        return f"{self.task.dag_id}:{self.task.run_id}:{self.task.attempt}"
+
+    def _holds_machine(self) -> bool:
+        return self.environment == "local"
+
+    def _lease_stale_after(self) -> float:
+        load = self.ctx.load
+        return max(900.0, 3 * max(load.duration, load.effective_warmup_duration) + 600.0)
+
+    def _hold_machine(self, step: str) -> None:
+        """Local runs take the machine at create_clusters and renew it at every step."""
+        if not self._holds_machine():
+            return
+        if step != "create_clusters":
+            lease.renew(self.lease_owner)
+            return
+        taken, holder = lease.acquire(
+            self.lease_owner, self.ctx.resource_prefix, self._lease_stale_after()
+        )
+        if not taken:
+            raise StepRescheduled(
+                f"another local run holds this machine: {holder.owner} "
+                f"(renewed {holder.age():.0f} s ago)"
+            )
+        if holder is not None:
+            from meshbench.local.reaper import reap
+
+            report = reap(only=[holder.prefix])
+            log.warning("reaped what the silent run %s left: %s", holder.owner, report)
 
     def _guard(self, step: str, iteration: int | None) -> None:
         if iteration is not None and iteration > self.ctx.load.iterations:
@@ -257,6 +298,8 @@ class Pipeline:
             began = time.monotonic()
             with exclusive_benchmark(f"{self.task.dag_id} {self.task.task_id}"):
                 outcome = self.backend.run_load(self.ctx, iteration, phase, run_index)
+            if self._holds_machine():
+                lease.renew(self.lease_owner)
             document = {
                 "iteration": iteration,
                 "phase": phase,

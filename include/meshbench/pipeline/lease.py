@@ -1,0 +1,111 @@
+"""The local environment's machine lease: one local DAG run at a time on a machine.
+
+The one-slot pool keeps local tasks from running at once, but tasks of several DAG runs
+(three local DAGs on one schedule, a backfill beside a scheduled run) would still
+interleave, and a measurement would run next to another run's idle proxies. The run whose
+``create_clusters`` takes the lease holds the machine until its ``delete_clusters``; other
+runs' ``create_clusters`` reschedule themselves (freeing the pool slot) until it is free.
+
+Each step of the holder renews the lease. A lease not renewed for ``stale_after`` seconds
+belongs to a run that died without its teardown; the next run takes it over and reaps
+what the dead run left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LEASE_ENV_VAR = "MESHBENCH_LOCAL_LEASE"
+DEFAULT_LEASE = Path("/tmp/meshbench-local-lease.json")
+RESCHEDULE_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Holder:
+    owner: str  # dag id, run id and attempt
+    prefix: str  # the run's resource prefix, mb-<slug>
+    renewed_at: float
+
+    def age(self) -> float:
+        return time.time() - self.renewed_at
+
+
+def lease_path() -> Path:
+    return Path(os.environ.get(LEASE_ENV_VAR) or DEFAULT_LEASE)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[Path]:
+    path = lease_path()
+    with path.with_suffix(".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> Holder | None:
+    try:
+        return Holder(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write(path: Path, holder: Holder) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(holder)))
+    temporary.replace(path)
+
+
+def current() -> Holder | None:
+    with _locked() as path:
+        return _read(path)
+
+
+def acquire(owner: str, prefix: str, stale_after: float) -> tuple[bool, Holder | None]:
+    """Take the lease; returns (taken, the previous holder if it was stale, else the holder)."""
+    with _locked() as path:
+        holder = _read(path)
+        if holder is None or holder.owner == owner:
+            _write(path, Holder(owner, prefix, time.time()))
+            return True, None
+        if holder.age() > stale_after:
+            log.warning(
+                "taking over the local lease from %s, silent for %.0f s", holder.owner, holder.age()
+            )
+            _write(path, Holder(owner, prefix, time.time()))
+            return True, holder
+        return False, holder
+
+
+def renew(owner: str) -> bool:
+    """Renew the lease if ``owner`` holds it; False (and a warning) otherwise."""
+    with _locked() as path:
+        holder = _read(path)
+        if holder is None or holder.owner != owner:
+            log.warning(
+                "the local lease is held by %s, not by %s",
+                holder.owner if holder else "nobody",
+                owner,
+            )
+            return False
+        _write(path, Holder(holder.owner, holder.prefix, time.time()))
+        return True
+
+
+def release(owner: str) -> None:
+    with _locked() as path:
+        holder = _read(path)
+        if holder is not None and holder.owner == owner:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+
+import pytest
+
+from meshbench.pipeline import lease
+from meshbench.pipeline.steps import Pipeline, StepRescheduled, TaskRun
+from tests.pipeline.replay_backend import ReplayBackend
+
+
+def pipeline(config, run_id: str, task_id: str) -> Pipeline:
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id=run_id,
+        task_id=task_id,
+        benchmark_date=date(2026, 1, 2),
+    )
+    return Pipeline(config, "local", "envoy-mtls", task, backend=ReplayBackend(config))
+
+
+def test_a_second_local_run_waits_until_the_first_releases_the_machine(config) -> None:
+    pipeline(config, "run-a", "create_clusters").run("create_clusters")
+    with pytest.raises(StepRescheduled, match="run-a"):
+        pipeline(config, "run-b", "create_clusters").run("create_clusters")
+    # The holder's own steps go on and renew the lease.
+    pipeline(config, "run-a", "prepare_pair").run("prepare_pair")
+    assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-a")
+    pipeline(config, "run-a", "delete_clusters").run("delete_clusters")
+    assert lease.current() is None
+    pipeline(config, "run-b", "create_clusters").run("create_clusters")
+    assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-b")
+
+
+def test_a_retried_create_keeps_its_own_lease(config) -> None:
+    pipeline(config, "run-a", "create_clusters").run("create_clusters")
+    pipeline(config, "run-a", "create_clusters").run("create_clusters")
+    assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-a")
+
+
+def test_a_silent_holder_is_taken_over_and_its_leftovers_reaped(
+    config,
+    monkeypatch,
+    tmp_path,
+) -> None:
+    reaped = []
+    monkeypatch.setattr("meshbench.local.reaper.reap", lambda only: reaped.append(only) or "ok")
+    (tmp_path / "lease.json").write_text(
+        json.dumps(
+            {"owner": "dead:run:1", "prefix": "mb-deadbeef", "renewed_at": time.time() - 7200}
+        )
+    )
+    pipeline(config, "run-b", "create_clusters").run("create_clusters")
+    assert reaped == [["mb-deadbeef"]]
+    assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-b")
