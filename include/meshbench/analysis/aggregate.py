@@ -31,6 +31,20 @@ METRICS: dict[str, str] = {
     "p99_ms": "p99_ms",
     "p999_ms": "p999_ms",
 }
+# The values of a daily_summary row besides its key.
+SUMMARY_VALUES = (
+    "n_positive",
+    "n_negative",
+    "n_excluded",
+    "mean",
+    "median",
+    "stddev",
+    "ci_low",
+    "ci_high",
+    "baseline_mean",
+    "overhead",
+    "run_ids",
+)
 GROUP_KEYS = ["environment", "mesh", "mesh_version_key", "benchmark_date", "load_profile_key"]
 # Modified z-score threshold of Iglewicz and Hoaglin: robust to the outliers it looks for.
 OUTLIER_Z_THRESHOLD = 3.5
@@ -68,6 +82,11 @@ def fetch_measurements(
             connection,
             params={"environment": environment, "day": benchmark_date, "since": since},
         )
+    return with_load_profile_key(frame)
+
+
+def with_load_profile_key(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``load_profile_key`` from the run's profile columns (qps, connections, duration)."""
     if frame.empty:
         return frame
     frame["load_profile_key"] = [
@@ -138,21 +157,7 @@ class Summary:
 
 def summarize(measurements: pd.DataFrame, exclude_outliers: bool = True) -> Summary:
     """Aggregate positive measured runs per environment × mesh × version × date × profile."""
-    columns = [
-        *GROUP_KEYS,
-        "metric",
-        "n_positive",
-        "n_negative",
-        "n_excluded",
-        "mean",
-        "median",
-        "stddev",
-        "ci_low",
-        "ci_high",
-        "baseline_mean",
-        "overhead",
-        "run_ids",
-    ]
+    columns = [*GROUP_KEYS, "metric", *SUMMARY_VALUES]
     if measurements.empty:
         return Summary(pd.DataFrame(columns=columns), pd.DataFrame())
     rows: list[dict[str, object]] = []
@@ -216,22 +221,7 @@ def store_summary(engine: Engine, summary: Summary) -> int:
         return 0
     records = summary.rows.replace({np.nan: None}).to_dict(orient="records")
     statement = pg_insert(DailySummary).values(records)
-    updated = {
-        column: statement.excluded[column]
-        for column in (
-            "n_positive",
-            "n_negative",
-            "n_excluded",
-            "mean",
-            "median",
-            "stddev",
-            "ci_low",
-            "ci_high",
-            "baseline_mean",
-            "overhead",
-            "run_ids",
-        )
-    }
+    updated = {column: statement.excluded[column] for column in SUMMARY_VALUES}
     statement = statement.on_conflict_do_update(
         constraint="uq_daily_summary_key", set_={**updated, "computed_at": func.now()}
     )

@@ -33,7 +33,7 @@ from scipy import stats
 from sqlalchemy import Engine, delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from meshbench.analysis.aggregate import METRICS, load_profile_key
+from meshbench.analysis.aggregate import METRICS, with_load_profile_key
 from meshbench.config import RegressionSettings
 from meshbench.results.models import Regression
 
@@ -343,18 +343,7 @@ def fetch_run_history(
             connection,
             params={"environment": environment, "since": since, "until": until},
         )
-    if frame.empty:
-        return frame
-    frame["load_profile_key"] = [
-        load_profile_key(q, c, d)
-        for q, c, d in zip(
-            frame["requested_qps_profile"],
-            frame["profile_connections"],
-            frame["profile_duration_s"],
-            strict=True,
-        )
-    ]
-    return frame
+    return with_load_profile_key(frame)
 
 
 def store_findings(
