@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from meshbench.backend import RunContext
 from meshbench.cli import CommandError
@@ -50,5 +52,9 @@ def _plan(args: argparse.Namespace) -> int:
             f"environment {args.environment!r} has no backend yet ({exc.name} is missing)"
         ) from None
     plan = backend.plan(placeholder_context(config, args.environment, args.mesh))
-    print(plan.render_markdown() if args.markdown else plan.render())
+    try:
+        print(plan.render_markdown() if args.markdown else plan.render(), flush=True)
+    except BrokenPipeError:
+        # `meshbench plan ... | head`: the reader left early; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
