@@ -121,3 +121,7 @@ def test_teardown_tolerates_what_is_already_gone(state_root: Path) -> None:
     backend.delete_clusters(ctx)
     backend.delete_clusters(ctx)
     assert not backend.folder(ctx).exists()
+    # load_results asks what ran after teardown: the summary answers.
+    info = backend.run_info(ctx)
+    assert info["network_mode"] == "loopback"
+    assert "nginx" in info["versions"]

@@ -293,6 +293,9 @@ class LocalBackend(Backend):
                 problems.append(str(exc))
         if problems:
             raise StepFailed("teardown incomplete: " + "; ".join(problems))
+        if state is not None:
+            # What ran outlives the run's folder: load_results asks for it after teardown.
+            folder.write_summary(self._what_ran(state))
         folder.remove()
 
     # ------------------------------------------------------------------- mesh
@@ -749,7 +752,8 @@ class LocalBackend(Backend):
     # -------------------------------------------------------------------- info
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
-        state = self.folder(ctx).read()
+        folder = self.folder(ctx)
+        state = folder.read()
         info: dict[str, Any] = {
             "environment": "local",
             "mesh": self.mesh,
@@ -773,16 +777,19 @@ class LocalBackend(Backend):
                 "l7": "HTTP at both sidecars",
                 "gateway": "SNI passthrough",
             }
-        if state is not None:
-            info.update(
-                {
-                    "network_mode": state.topology.network_mode,
-                    "cpu_placement": state.topology.cpu_placement,
-                    "cpus": state.topology.cpus,
-                    "versions": state.versions,
-                }
-            )
+        what_ran = self._what_ran(state) if state is not None else folder.read_summary()
+        if what_ran:
+            info.update(what_ran)
         else:
             info["network_mode_setting"] = self.settings.network_mode
             info["cpu_placement_setting"] = self.settings.cpu_placement
         return info
+
+    @staticmethod
+    def _what_ran(state: RunState) -> dict[str, Any]:
+        return {
+            "network_mode": state.topology.network_mode,
+            "cpu_placement": state.topology.cpu_placement,
+            "cpus": state.topology.cpus,
+            "versions": state.versions,
+        }

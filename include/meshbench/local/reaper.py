@@ -22,7 +22,7 @@ from meshbench.backend import StepFailed
 from meshbench.local import binaries, netns, processes
 from meshbench.local import wireguard as wg
 from meshbench.local.processes import ProcessRecord
-from meshbench.local.state import list_runs
+from meshbench.local.state import SUMMARY_SUFFIX, default_root, list_runs
 from meshbench.local.topology import Topology, short_id
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ _TCP_LISTEN = "0A"
 # Longer than any single task of a local run (a measure task of the study profile makes six
 # 60 s runs), so a live run is never taken for a crashed one.
 DEFAULT_MIN_IDLE_SECONDS = 30 * 60.0
+SUMMARY_KEEP_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -141,6 +142,16 @@ def reap(
                     report.sockets.append(str(path))
         folder.remove()
         report.state_folders.append(str(folder.path))
+
+    # Summaries of finished runs are kept for the results loader; old ones are litter.
+    base = root or default_root()
+    if base.is_dir():
+        for path in base.glob(f"mb-*{SUMMARY_SUFFIX}"):
+            prefix = path.name.removesuffix(SUMMARY_SUFFIX)
+            age = time.time() - path.stat().st_mtime
+            if wanted(prefix) and age > max(min_idle_seconds, SUMMARY_KEEP_SECONDS):
+                path.unlink(missing_ok=True)
+                report.state_folders.append(str(path))
 
     for name in netns.list_namespaces():
         prefix = _prefix_of(name)

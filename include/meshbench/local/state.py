@@ -26,6 +26,7 @@ from meshbench.postgres import state_dir
 
 STATE_FILE = "state.json"
 LOCAL_FOLDER = "local"
+SUMMARY_SUFFIX = ".summary.json"
 
 
 def default_root() -> Path:
@@ -149,6 +150,21 @@ class RunFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+    @property
+    def summary_path(self) -> Path:
+        # Beside the folder, not in it: the folder goes at teardown, the summary stays.
+        return self.root / f"{self.prefix}{SUMMARY_SUFFIX}"
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.summary_path.write_text(json.dumps({**summary, "deleted_at": now_iso()}, indent=2))
+
+    def read_summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def touch(self) -> None:
         """Mark the run as active: the reaper leaves recently active runs alone."""
