@@ -44,6 +44,22 @@ def wait_for_runs(metadata, dates, min_clear: dict[str, int], services) -> dict[
     raise AssertionError(f"DAG runs did not finish in {WAIT_SECONDS} s: {states}\n{logs}")
 
 
+def wait_for_dags(metadata, dag_ids, timeout: float = 180) -> None:
+    """The dag-processor has parsed the DAG folder (reserializing beside it would race)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with metadata.connect() as connection:
+            found = set(
+                connection.execute(
+                    text("SELECT dag_id FROM dag WHERE dag_id = ANY(:ids)"), {"ids": list(dag_ids)}
+                ).scalars()
+            )
+        if found == set(dag_ids):
+            return
+        time.sleep(2)
+    raise AssertionError(f"the dag-processor did not register {dag_ids} in {timeout} s")
+
+
 def test_backfill_gives_one_run_per_date_and_a_rerun_adds_an_attempt(airflow_stack) -> None:
     env = {**airflow_stack.env, **TINY}
     metadata = create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -51,7 +67,7 @@ def test_backfill_gives_one_run_per_date_and_a_rerun_adds_an_attempt(airflow_sta
         run_airflow(["pools", "set", name, str(slots), "meshbench"], env=env, capture=True)
     services = start_services(env, airflow_stack.home / "services")
     try:
-        run_airflow(["dags", "reserialize"], env=env, capture=True)
+        wait_for_dags(metadata, (DAG_ID, "meshbench_aggregate"))
         # Aggregation is not under test here; keep it from running after every load.
         run_airflow(["dags", "pause", "meshbench_aggregate"], env=env, capture=True)
         run_airflow(["dags", "unpause", DAG_ID], env=env, capture=True)
