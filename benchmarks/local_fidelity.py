@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -102,22 +103,26 @@ def direct_wrk(
 
 
 def summarise(ratios: list[float]) -> dict[str, float]:
-    mean = statistics.fmean(ratios)
-    spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+    """Ratios are averaged on a log scale (a pair at 0.5 and one at 2.0 cancel out); the
+    95 % confidence interval is Student's t on the log ratios, taken back to ratios."""
+    logs = [math.log(ratio) for ratio in ratios]
+    log_mean = statistics.fmean(logs)
+    log_spread = statistics.stdev(logs) if len(logs) > 1 else 0.0
     half_width = (
-        stats.t.ppf(0.975, len(ratios) - 1) * spread / len(ratios) ** 0.5
-        if len(ratios) > 1
+        stats.t.ppf(0.975, len(logs) - 1) * log_spread / len(logs) ** 0.5
+        if len(logs) > 1
         else float("nan")
     )
     return {
         "n": len(ratios),
-        "mean": mean,
+        "geometric_mean": math.exp(log_mean),
+        "arithmetic_mean": statistics.fmean(ratios),
         "median": statistics.median(ratios),
-        "stdev": spread,
+        "stdev": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
         "min": min(ratios),
         "max": max(ratios),
-        "ci95_low": mean - half_width,
-        "ci95_high": mean + half_width,
+        "ci95_low": math.exp(log_mean - half_width),
+        "ci95_high": math.exp(log_mean + half_width),
     }
 
 
@@ -212,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "misses the target (the whole 95 % CI is below it)"
     else:
         verdict = (
-            f"inconclusive: the 95 % CI spans the target (mean "
-            f"{'above' if summary['mean'] >= TARGET_RATIO else 'below'} it); "
+            f"inconclusive: the 95 % CI spans the target (geometric "
+            f"mean {'above' if summary['geometric_mean'] >= TARGET_RATIO else 'below'} it); "
             f"more pairs or a quieter machine narrow it"
         )
     lines = [
@@ -222,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         f"network mode {info.get('network_mode')}, CPU placement {info.get('cpu_placement')} "
         f"{info.get('cpus')}, status codes {info.get('status_codes')}, "
         f"wrk {info.get('versions', {}).get('wrk')}, nginx {info.get('versions', {}).get('nginx')}",
-        f"meshbench/direct QPS ratio: mean {summary['mean']:.4f}, median {summary['median']:.4f}, "
-        f"stdev {summary['stdev']:.4f}, range {summary['min']:.4f}-{summary['max']:.4f}, "
-        f"95 % CI {summary['ci95_low']:.4f}-{summary['ci95_high']:.4f}",
+        f"meshbench/direct QPS ratio: geometric mean {summary['geometric_mean']:.4f} "
+        f"(95 % CI {summary['ci95_low']:.4f}-{summary['ci95_high']:.4f}), median "
+        f"{summary['median']:.4f}, arithmetic mean {summary['arithmetic_mean']:.4f}, "
+        f"stdev {summary['stdev']:.4f}, range {summary['min']:.4f}-{summary['max']:.4f}",
         f"mean QPS: meshbench {statistics.fmean(p['meshbench_qps'] for p in pairs):,.0f}, "
         f"direct {statistics.fmean(p['direct_qps'] for p in pairs):,.0f}",
         f"target {TARGET_RATIO}: {verdict}",
