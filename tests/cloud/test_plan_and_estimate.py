@@ -4,9 +4,13 @@ rules in it, `meshbench estimate` and `meshbench reap` from the command line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -181,9 +185,51 @@ def test_meshbench_reap_dry_run_from_the_shell(moto, aws_config, tmp_path, capsy
     assert len(eks.list_clusters()["clusters"]) == 2
 
     assert main(["reap", "--env", "aws", "--ttl", "2h", "--config", str(path), "--json"]) == 0
-    # Airflow's own loggers may print to stdout too: take the JSON document itself.
-    lines = capsys.readouterr().out.splitlines()
-    start, end = lines.index("{"), lines.index("}")
-    report = json.loads("\n".join(lines[start : end + 1]))
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # logs and notes go to stderr
+    assert "judged by age only" in captured.err
     assert report["ttl_seconds"] == 7200 and report["failures"] == 0
     assert eks.list_clusters()["clusters"] == [provider.cluster_name(ctx, "server")]
+
+
+def meshbench_in_a_new_process(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """The installed command, as a user runs it: a fresh process in which Airflow sets up
+    its logging when a command first imports it."""
+    command = Path(sys.executable).with_name("meshbench")
+    return subprocess.run(
+        [str(command), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "AIRFLOW_HOME": str(home)},
+        check=False,
+    )
+
+
+def test_json_output_is_all_of_stdout(moto, aws_config, tmp_path) -> None:
+    provider = AwsProvider(aws_config)
+    ctx = run_context(aws_config, "aws")
+    provider.create(ctx)
+    document = yaml.safe_load(load_config.__globals__["DEFAULT_CONFIG_PATH"].read_text())
+    document["environments"]["aws"]["aws_conn_id"] = AWS_CONN_ID
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+
+    reap = meshbench_in_a_new_process(
+        ["reap", "--env", "aws", "--dry-run", "--json", "--config", str(path)],
+        tmp_path / "airflow",
+    )
+    assert reap.returncode == 0, reap.stderr
+    report = json.loads(reap.stdout)
+    names = {item["name"] for item in report["items"]}
+    assert set(provider.cluster_names(ctx).values()) <= names
+    # Airflow's hooks did log (to stderr), and the note about DAG run states went there too.
+    assert "airflow.providers.amazon" in reap.stderr
+    assert "judged by age only" in reap.stderr
+
+    estimate = meshbench_in_a_new_process(
+        ["estimate", "--env", "aws", "--json", "--config", str(path)], tmp_path / "airflow"
+    )
+    assert estimate.returncode == 0, estimate.stderr
+    (aws,) = json.loads(estimate.stdout)
+    assert aws["environment"] == "aws" and aws["cost_usd_per_matrix"] > 0

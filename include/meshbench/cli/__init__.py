@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from meshbench.cli.log_output import send_logs_to_stderr
 from meshbench.config import ConfigError
 from meshbench.postgres import state_dir
 
@@ -48,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # stdout is for what a command prints (JSON that must parse, a plan): logs, Airflow's
+    # included, go to stderr.
+    send_logs_to_stderr(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from meshbench.cli import CommandError
 from meshbench.config import load_config, parse_duration
@@ -70,5 +71,9 @@ def _reap(args: argparse.Namespace) -> int:
         raise CommandError(f"could not list {args.environment} resources: {exc}") from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
     if not args.airflow_db:
-        print("(DAG run states not consulted: judged by age only; see --airflow-db)")
+        # With --json, stdout holds the JSON document only.
+        print(
+            "(DAG run states not consulted: judged by age only; see --airflow-db)",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     return 1 if report.failures else 0
