@@ -259,6 +259,37 @@ class ExistingEnvironment(EnvironmentBase):
     client_conn_id: str = "meshbench_client_cluster"
     server_conn_id: str = "meshbench_server_cluster"
     paused_on_creation: bool = True
+    load_balancer_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations for every LoadBalancer Service of a run, meshbench's and the "
+        "meshes' (e.g. the internet-facing scheme on EKS clusters running the AWS Load "
+        "Balancer Controller). None by default: Services stay as rendered.",
+    )
+    egress_cidrs: dict[Literal["client", "server"], list[str]] = Field(
+        default_factory=dict,
+        description="The addresses each cluster's traffic leaves from. Set for both clusters, "
+        "every LoadBalancer Service of a run admits only the cluster(s) that use it "
+        "(loadBalancerSourceRanges); unset, the environment sets no limit.",
+    )
+
+    @field_validator("egress_cidrs")
+    @classmethod
+    def _egress_networks(cls, cidrs: dict[str, list[str]]) -> dict[str, list[str]]:
+        if cidrs and set(cidrs) != {"client", "server"}:
+            raise ValueError("must list both clusters (client and server) or neither")
+        for role, networks in cidrs.items():
+            if not networks:
+                raise ValueError(f"{role}: list at least one network")
+            for cidr in networks:
+                try:
+                    network = ipaddress.ip_network(cidr)
+                except ValueError as exc:
+                    raise ValueError(f"{role}: {cidr!r} is not a network: {exc}") from None
+                if network.prefixlen == 0:
+                    raise ValueError(
+                        f"{role}: {cidr} admits everyone; leave egress_cidrs out to set no limit"
+                    )
+        return cidrs
 
 
 _AWS_KUBERNETES_MINOR = r"1\.\d{2}"
@@ -776,8 +807,7 @@ class RegressionSettings(StrictModel):
     def _window_fits(self) -> RegressionSettings:
         if self.min_window_days > self.window_days:
             raise ValueError(
-                f"min_window_days ({self.min_window_days}) exceeds window_days "
-                f"({self.window_days})"
+                f"min_window_days ({self.min_window_days}) exceeds window_days ({self.window_days})"
             )
         if self.history_days < self.window_days:
             raise ValueError(

@@ -362,6 +362,27 @@ def test_baseline_opens_no_node_ports_and_limits_its_load_balancer_to_the_peer(
     assert placeholder == [f"<public IPv4 of each node of {names['client']}>/32"]
 
 
+def test_a_load_balancer_both_clusters_use_admits_both_and_only_them(moto, provider) -> None:
+    """Kuma's global KDS in the server cluster is reached by both zones' control planes."""
+    ctx = run_context(provider.config, "aws", "kuma")
+    provider.create(ctx)
+    names = provider.cluster_names(ctx)
+    addresses = {role: fake_nodes(moto, provider, names[role]) for role in ("client", "server")}
+    ranges = provider.load_balancer_source_ranges(ctx, "server", ("client", "server"))
+    assert ranges == [f"{a}/32" for a in sorted(addresses["client"])] + [
+        f"{a}/32" for a in sorted(addresses["server"])
+    ]
+    assert provider.load_balancer_source_ranges(ctx, "server") == [
+        f"{a}/32" for a in sorted(addresses["client"])
+    ]
+    with provider.planning():
+        placeholders = provider.load_balancer_source_ranges(ctx, "server", ("client", "server"))
+    assert placeholders == [
+        f"<public IPv4 of each node of {names['client']}>/32",
+        f"<public IPv4 of each node of {names['server']}>/32",
+    ]
+
+
 def test_nsm_needs_the_peer_nodes_to_exist(moto, provider) -> None:
     ctx = run_context(provider.config, "aws", "nsm")
     provider.create(ctx)

@@ -23,6 +23,7 @@ from kubernetes_validate import SchemaNotFoundError, ValidationError, validate
 
 from meshbench.backend import StepFailed
 from meshbench.config import ENVIRONMENT_NAMES, load_config
+from meshbench.kube.load_balancers import NO_POLICY
 from meshbench.meshes import coredns, inventory
 from meshbench.meshes.istio import IstioInstaller
 from meshbench.meshes.kuma import KumaInstaller, allow_all_permission, mesh_resource
@@ -113,7 +114,7 @@ def generated(mesh: str, config: Any) -> list[dict[str, Any]]:
     if mesh == "nsm":
         installer = NsmInstaller(config)
         version = ctx.mesh_version or ""
-        objects.append(installer.exposed_dns_service(ctx, {"k8s-app": "kube-dns"}))
+        objects.append(installer.exposed_dns_service(ctx, "client", {"k8s-app": "kube-dns"}))
         objects.append(coredns.coredns_config_map(".:53 {\n    errors\n}\n"))
         objects.append(installer._saved_corefile(ctx, ".:53 {\n    errors\n}\n"))
         for files in (
@@ -188,7 +189,7 @@ def test_istio_operators_use_the_documented_fields(profile: str):
         ("client", "cluster1", "network1"),
         ("server", "cluster2", "network2"),
     ):
-        control = installer.control_plane_operator(role)
+        control = installer.control_plane_operator(role, NO_POLICY)
         assert control["apiVersion"] == "install.istio.io/v1alpha1"
         assert control["kind"] == "IstioOperator"
         assert keys(control["spec"]) <= ISTIO_OPERATOR_SPEC
@@ -200,7 +201,7 @@ def test_istio_operators_use_the_documented_fields(profile: str):
             "network": network,
         }
 
-        eastwest = installer.eastwest_operator(role)
+        eastwest = installer.eastwest_operator(role, NO_POLICY)
         assert eastwest["spec"]["profile"] == "empty"
         assert keys(eastwest["spec"]) <= ISTIO_OPERATOR_SPEC
         (gateway,) = eastwest["spec"]["components"]["ingressGateways"]

@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -843,13 +843,22 @@ class AwsProvider(ClusterProvider):
     def service_annotations(self) -> dict[str, str]:
         return dict(LOAD_BALANCER_ANNOTATIONS)
 
-    def load_balancer_source_ranges(self, ctx: RunContext, role: str) -> list[str]:
-        """The other cluster's egress addresses (/32s): its nodes' public addresses, or the
-        NAT gateway's for private nodes. A placeholder while planning."""
-        peer = self.cluster_name(ctx, self.peer_role(role))
-        if self.is_planning:
-            return [f"<public IPv4 of each node of {peer}>/32"]
-        return self.egress_cidrs(peer, need_public_nodes=False)
+    def load_balancer_source_ranges(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> list[str]:
+        """The egress addresses (/32s) of the ``clients`` clusters (default: the other
+        one): their nodes' public addresses, or the NAT gateway's for private nodes.
+        Placeholders while planning."""
+        ranges: list[str] = []
+        for client in clients or (self.peer_role(role),):
+            name = self.cluster_name(ctx, client)
+            if self.is_planning:
+                found = [f"<public IPv4 of each node of {name}>/32"]
+            else:
+                found = self.egress_cidrs(name, need_public_nodes=False)
+            # Private nodes of both clusters leave through the same NAT gateway.
+            ranges += [cidr for cidr in found if cidr not in ranges]
+        return ranges
 
     # -- load balancers ----------------------------------------------------------------
     def load_balancers(self, clusters: list[str] | None = None) -> list[dict[str, Any]]:
@@ -1286,7 +1295,9 @@ class AwsProvider(ClusterProvider):
                     "prepare_pair",
                     "manifest",
                     f"Every LoadBalancer Service in {self.cluster_name(ctx, role)} is "
-                    f"internet-facing and reachable from {peer}'s node addresses only",
+                    f"internet-facing and reachable from {peer}'s node addresses only (one "
+                    f"that both clusters use, Kuma's global KDS, from its own cluster's too); "
+                    f"the steps that create each Service show these settings",
                     f"metadata.annotations: {annotations}\n"
                     f"spec.loadBalancerSourceRanges: [<public IPv4 of each node of {peer}>/32]",
                     cluster=role,

@@ -11,6 +11,7 @@ settings allow it and it is missing, and then left in place (see docs/real-clust
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from meshbench.backend import RunContext, Step, StepFailed
@@ -120,13 +121,23 @@ class ExistingClusters:
         return {"deleted": []}
 
     def service_annotations(self) -> dict[str, str]:
-        return {}
+        return dict(self.settings.load_balancer_annotations)
 
-    def load_balancer_source_ranges(self, ctx: RunContext, role: str) -> list[str]:
-        return []
+    def load_balancer_source_ranges(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> list[str]:
+        """The configured egress networks of ``clients`` (default: the other cluster); none
+        when ``egress_cidrs`` is not set."""
+        egress = self.settings.egress_cidrs
+        if not egress:
+            return []
+        ranges: list[str] = []
+        for client in clients or ("server" if role == "client" else "client",):
+            ranges += [cidr for cidr in egress[client] if cidr not in ranges]  # type: ignore[index]
+        return ranges
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "environment": "existing",
             "client_conn_id": self.settings.client_conn_id,
             "server_conn_id": self.settings.server_conn_id,
@@ -134,6 +145,14 @@ class ExistingClusters:
             "clusters_created_by_meshbench": False,
             "load_balancer": "whatever the clusters provide (recorded by their owner)",
         }
+        if self.settings.load_balancer_annotations or self.settings.egress_cidrs:
+            info["load_balancer_settings"] = {
+                "annotations": dict(self.settings.load_balancer_annotations),
+                "egress_cidrs": {
+                    role: list(networks) for role, networks in self.settings.egress_cidrs.items()
+                },
+            }
+        return info
 
 
 def build_backend(

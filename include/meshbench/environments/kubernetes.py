@@ -18,6 +18,7 @@ earlier task made. Returned dicts hold names and settings only, never credential
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,6 +36,7 @@ from meshbench.backend import (
 from meshbench.config import BenchmarkConfig, KubernetesSettings, MetricsServerSettings
 from meshbench.kube.access import ClusterAccess
 from meshbench.kube.cluster import ApiFactory, Clusters, KubeCluster, default_api_factory
+from meshbench.kube.load_balancers import LoadBalancerPolicy, policy_from
 from meshbench.kube.metrics import (
     ResourceSampler,
     SampleScope,
@@ -90,7 +92,9 @@ class ClusterSource(Protocol):
     def delete(self, ctx: RunContext) -> dict[str, Any]: ...
     def access(self, ctx: RunContext, role: str) -> ClusterAccess: ...
     def service_annotations(self) -> dict[str, str]: ...
-    def load_balancer_source_ranges(self, ctx: RunContext, role: str) -> list[str]: ...
+    def load_balancer_source_ranges(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> list[str]: ...
     def run_info(self, ctx: RunContext) -> dict[str, Any]: ...
 
 
@@ -128,6 +132,9 @@ class KubernetesBackend(Backend):
         self.probe_interval = probe_interval
         self.fortio_poll_interval = fortio_poll_interval
         self.fortio_grace = fortio_grace
+        # The mesh's LoadBalancer Services (gateways, KDS, exposed DNS, ...) need the same
+        # environment settings as nginx's.
+        installer.use_load_balancer_policy(self.load_balancer_policy)
 
     # ------------------------------------------------------------------ helpers
     def namespace(self, ctx: RunContext) -> str:
@@ -141,15 +148,23 @@ class KubernetesBackend(Backend):
             self.poll_interval,
         )
 
+    def load_balancer_policy(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> LoadBalancerPolicy:
+        """What every LoadBalancer Service in cluster ``role`` gets from the environment;
+        ``clients``: the clusters whose workloads use the Service (default: the other)."""
+        return policy_from(self.source, ctx, role, clients)
+
     def manifests(self, ctx: RunContext) -> WorkloadManifests:
+        policy = self.load_balancer_policy(ctx, "server")
         return render_workloads(
             self.namespace(ctx),
             ctx.slug,
             self.settings,
             self.installer.workload_profile(ctx),
             node_selector=self.node_selector,
-            environment_service_annotations=self.source.service_annotations(),
-            load_balancer_source_ranges=self.source.load_balancer_source_ranges(ctx, "server"),
+            environment_service_annotations=policy.annotations,
+            load_balancer_source_ranges=policy.source_ranges,
         )
 
     def _run(self, ctx: RunContext, ops: list[Op]) -> dict[str, Any]:

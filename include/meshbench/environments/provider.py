@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -188,9 +188,12 @@ class ClusterProvider(abc.ABC):
         """Annotations every LoadBalancer Service of the run needs in this environment."""
         return {}
 
-    def load_balancer_source_ranges(self, ctx: RunContext, role: str) -> list[str]:
-        """Who may reach the LoadBalancer Services of cluster ``role`` (empty: no limit set
-        by the environment)."""
+    def load_balancer_source_ranges(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> list[str]:
+        """Who may reach the LoadBalancer Services of cluster ``role``: the addresses the
+        ``clients`` clusters' traffic comes from (default: the other cluster only). Empty:
+        no limit set by the environment."""
         return []
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:

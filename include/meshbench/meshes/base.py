@@ -15,16 +15,22 @@ installer adds its own ops at four points and describes how the workloads must l
 
 Ops are built without touching a cluster (plans are rendered from them); only their
 actions do. Names come from ``ctx`` so a retried task finds what an earlier try made.
+
+Every LoadBalancer Service an installer creates gets ``load_balancer_policy(ctx, role)``:
+the environment's annotations and source ranges, which the Kubernetes backend provides
+(an installer used on its own has none).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 from meshbench.backend import RunContext
 from meshbench.config import BenchmarkConfig
 from meshbench.kube.cluster import Clusters
+from meshbench.kube.load_balancers import LoadBalancerPolicy, PolicyLookup, no_policy
 from meshbench.kube.ops import Op
 from meshbench.workloads.kubernetes import WorkloadProfile
 
@@ -34,6 +40,19 @@ class MeshInstaller(abc.ABC):
 
     def __init__(self, config: BenchmarkConfig) -> None:
         self.config = config
+        self._load_balancer_policy: PolicyLookup = no_policy
+
+    def use_load_balancer_policy(self, lookup: PolicyLookup) -> None:
+        """Where the environment's LoadBalancer settings come from (set by the backend)."""
+        self._load_balancer_policy = lookup
+
+    def load_balancer_policy(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> LoadBalancerPolicy:
+        """Annotations and source ranges for a LoadBalancer Service in cluster ``role``
+        used by the workloads of ``clients`` (default: the other cluster). Placeholders
+        while a plan is rendered."""
+        return self._load_balancer_policy(ctx, role, clients)
 
     def warnings(self, ctx: RunContext) -> list[str]:
         """Shown at the top of the plan (an unsupported Kubernetes version, say)."""

@@ -9,7 +9,8 @@ iteration, in both clusters:
    intermediate per cluster, generated here (``meshes.pki``) before istiod starts;
 3. the control plane: ``istioctl install`` with mesh id, cluster name and network;
 4. the east-west gateway (an IstioOperator written here from the documented fields of
-   ``gen-eastwest-gateway.sh``), a LoadBalancer Service;
+   ``gen-eastwest-gateway.sh``), a LoadBalancer Service carrying the environment's
+   load-balancer settings through the overlay's ``k8s`` fields;
 5. ``Gateway cross-network-gateway``: port 15443, TLS ``AUTO_PASSTHROUGH``, hosts ``*.local``;
 6. remote secrets in both directions, each named after the cluster it describes: the study
    named both ``cluster2``, and istiod silently ignores a secret carrying its own cluster id,
@@ -33,6 +34,7 @@ import yaml
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, IstioMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
+from meshbench.kube.load_balancers import LoadBalancerPolicy
 from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, check_op, delete_op, wait_op
 from meshbench.kube.waits import Readiness, load_balancer_state
@@ -65,6 +67,7 @@ from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadPr
 ISTIO_NAMESPACE = "istio-system"
 ISTIOD = "istiod"
 EASTWEST = "istio-eastwestgateway"
+INGRESS_GATEWAY = "istio-ingressgateway"  # only with control_plane_profile 'default'
 CROSS_NETWORK_GATEWAY = "cross-network-gateway"
 REMOTE_SECRET_LABEL = "istio/multiCluster"
 NETWORK_LABEL = "topology.istio.io/network"
@@ -77,6 +80,18 @@ EASTWEST_PORTS = (
 )
 CROSS_NETWORK_PORT = 15443
 ISTIOCTL = "istioctl"
+
+
+def gateway_service_settings(load_balancer: LoadBalancerPolicy) -> dict[str, Any]:
+    """An ingress gateway's ``k8s`` settings that carry the environment's LoadBalancer
+    policy: istioctl merges ``serviceAnnotations`` into the Service's annotations and
+    ``service`` into its spec (strategic merge: the ports stay)."""
+    settings: dict[str, Any] = {}
+    if load_balancer.annotations:
+        settings["serviceAnnotations"] = dict(load_balancer.annotations)
+    if load_balancer.source_ranges:
+        settings["service"] = {"loadBalancerSourceRanges": list(load_balancer.source_ranges)}
+    return settings
 
 
 def remote_secret_name(cluster_name: str) -> str:
@@ -176,26 +191,56 @@ class IstioInstaller(MeshInstaller):
             ISTIO_NAMESPACE, {**managed_labels(ctx), NETWORK_LABEL: self.network(role)}
         )
 
-    def control_plane_operator(self, role: str) -> dict[str, Any]:
+    def control_plane_operator(
+        self, role: str, load_balancer: LoadBalancerPolicy
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "profile": self.settings.control_plane_profile,
+            "values": {
+                "global": {
+                    "meshID": self.settings.mesh_id,
+                    "multiCluster": {"clusterName": self.cluster_name(role)},
+                    "network": self.network(role),
+                }
+            },
+        }
+        if self.settings.control_plane_profile == "default" and not load_balancer.is_empty:
+            # The default profile's north-south gateway is one more LoadBalancer Service.
+            spec["components"] = {
+                "ingressGateways": [
+                    {
+                        "name": INGRESS_GATEWAY,
+                        "enabled": True,
+                        "k8s": gateway_service_settings(load_balancer),
+                    }
+                ]
+            }
         return {
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
             "metadata": {"name": "meshbench-control-plane", "namespace": ISTIO_NAMESPACE},
-            "spec": {
-                "profile": self.settings.control_plane_profile,
-                "values": {
-                    "global": {
-                        "meshID": self.settings.mesh_id,
-                        "multiCluster": {"clusterName": self.cluster_name(role)},
-                        "network": self.network(role),
-                    }
-                },
-            },
+            "spec": spec,
         }
 
-    def eastwest_operator(self, role: str) -> dict[str, Any]:
+    def eastwest_operator(self, role: str, load_balancer: LoadBalancerPolicy) -> dict[str, Any]:
         network = self.network(role)
         proxy = resources_record(self.config.kubernetes.proxy_resources)
+        k8s: dict[str, Any] = {
+            # Traffic through this gateway is routed inside its network.
+            "env": [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": network}],
+            # The gateway is on the measured path: same as every proxy.
+            "resources": proxy,
+            "service": {
+                "ports": [
+                    {"name": name, "port": port, "targetPort": port}
+                    for name, port in EASTWEST_PORTS
+                ]
+            },
+        }
+        settings = gateway_service_settings(load_balancer)
+        if "serviceAnnotations" in settings:
+            k8s["serviceAnnotations"] = settings["serviceAnnotations"]
+        k8s["service"].update(settings.get("service", {}))
         return {
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
@@ -212,20 +257,7 @@ class IstioInstaller(MeshInstaller):
                                 NETWORK_LABEL: network,
                             },
                             "enabled": True,
-                            "k8s": {
-                                # Traffic through this gateway is routed inside its network.
-                                "env": [
-                                    {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": network}
-                                ],
-                                # The gateway is on the measured path: same as every proxy.
-                                "resources": proxy,
-                                "service": {
-                                    "ports": [
-                                        {"name": name, "port": port, "targetPort": port}
-                                        for name, port in EASTWEST_PORTS
-                                    ]
-                                },
-                            },
+                            "k8s": k8s,
                         }
                     ]
                 },
@@ -346,8 +378,9 @@ class IstioInstaller(MeshInstaller):
                     step_text("plug-in CA", f"delete Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET}"),
                 )
             )
+            load_balancer = self.load_balancer_policy(ctx, role)
             control_file = CliFile(
-                "control-plane.yaml", render([self.control_plane_operator(role)])
+                "control-plane.yaml", render([self.control_plane_operator(role, load_balancer)])
             )
             control_part.install.append(
                 cli_op(
@@ -384,7 +417,9 @@ class IstioInstaller(MeshInstaller):
                     timeout,
                 )
             )
-            eastwest_file = CliFile("eastwest.yaml", render([self.eastwest_operator(role)]))
+            eastwest_file = CliFile(
+                "eastwest.yaml", render([self.eastwest_operator(role, load_balancer)])
+            )
             eastwest_part.install.append(
                 cli_op(
                     install,
@@ -392,7 +427,13 @@ class IstioInstaller(MeshInstaller):
                     step_text(
                         "east-west gateway",
                         f"istioctl install {EASTWEST} for network {self.network(role)} "
-                        f"(LoadBalancer ports 15021, 15443, 15012, 15017)",
+                        f"(LoadBalancer ports 15021, 15443, 15012, 15017"
+                        + (
+                            ""
+                            if load_balancer.is_empty
+                            else "; the environment's load-balancer annotations and source ranges"
+                        )
+                        + ")",
                     ),
                     ISTIOCTL,
                     [

@@ -10,13 +10,16 @@ v2.14.3 for what changed since. Per iteration:
    in "universal on Kubernetes" mode (no CRDs, no webhooks, so it cannot clash with the
    zone control plane in the same cluster) and applied server-side; with the memory store
    the chart's ``migration`` init container is dropped (``kuma-cp migrate`` refuses the
-   memory store). Its KDS Service ``kuma-global-zone-sync`` (5685) is a LoadBalancer;
+   memory store). Its KDS Service ``kuma-global-zone-sync`` (5685) is a LoadBalancer,
+   given the environment's load-balancer settings for both clusters (both zones use it);
 2. Mesh ``default`` with builtin-CA mTLS through the global's API (cross-zone traffic is
    routed by SNI and needs mTLS). From 2.6 a new Mesh no longer gets an allow-all
    TrafficPermission, so a MeshTrafficPermission allowing all goes in first;
 3. a zone control plane per cluster (helm, ``controlPlane.mode=zone``, zone ingress on,
    KDS address ``grpcs://<global>:5685``), with every sidecar's and the ingress's
-   resources set to the shared proxy resources (2.14 removed the sidecar CPU limit).
+   resources set to the shared proxy resources (2.14 removed the sidecar CPU limit); the
+   ingress Service gets the environment's annotations from the values and its source
+   ranges from a patch right after helm (the chart has no value for them).
 
 Readiness: control planes and ingresses rolled out, ingress addresses assigned, both zones
 Online in the global (``/zones+insights``: ``get zones`` shows no status in 2.4), each
@@ -40,6 +43,7 @@ import yaml
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, KumaMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
+from meshbench.kube.load_balancers import NO_POLICY, LoadBalancerPolicy, policy_patch_op
 from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, delete_op, wait_op
 from meshbench.kube.redact import format_command
@@ -325,8 +329,10 @@ class KumaInstaller(MeshInstaller):
             values_file,
         ]
 
-    def _global_render_detail(self, version: str, then: str) -> str:
-        return (
+    def _global_render_detail(
+        self, version: str, then: str, load_balancer: LoadBalancerPolicy
+    ) -> str:
+        detail = (
             format_command(
                 ["helm", *self.global_template_args(version, "<tmp>/global-values.yaml")]
             )
@@ -334,8 +340,35 @@ class KumaInstaller(MeshInstaller):
             + render([self.global_values()])
             + f"\n# then: {then}"
         )
+        if not load_balancer.is_empty:
+            detail += (
+                f"\n---\n# the rendered LoadBalancer Service {GLOBAL_SYNC_SERVICE} gets the "
+                f"environment's settings (both zones connect to it):\n"
+                + render([load_balancer.service_patch(self.global_namespace, GLOBAL_SYNC_SERVICE)])
+            )
+        return detail
 
-    def zone_install_args(self, version: str, role: str, kds_address: str) -> list[str]:
+    def zone_values(self, load_balancer: LoadBalancerPolicy) -> dict[str, Any]:
+        """Helm values for a zone beyond the ``--set`` arguments: the environment's
+        annotations on the zone ingress Service, so its load balancer is made as the
+        environment needs it (the chart has no value for source ranges: they are patched
+        right after)."""
+        if not load_balancer.annotations:
+            return {}
+        return {"ingress": {"service": {"annotations": dict(load_balancer.annotations)}}}
+
+    def zone_install_args(
+        self,
+        version: str,
+        role: str,
+        kds_address: str,
+        values_file: str | None = None,
+        wait: bool = True,
+    ) -> list[str]:
+        """``wait=False`` when the ingress Service is patched right after: helm then returns
+        once the objects exist, so the Service gets the environment's source ranges
+        before its load balancer is up rather than minutes after (wait_mesh_ready waits
+        for the rollouts and the address either way)."""
         proxy = self.config.kubernetes.proxy_resources
         args = [
             "upgrade",
@@ -343,7 +376,7 @@ class KumaInstaller(MeshInstaller):
             *self._chart(version),
             "--namespace",
             ZONE_NAMESPACE,
-            "--wait",
+            *(["--wait"] if wait else []),
             "--timeout",
             f"{int(self.timeouts.rollout)}s",
             "--set",
@@ -376,6 +409,8 @@ class KumaInstaller(MeshInstaller):
             ("limits.memory", proxy.memory_limit),
         ):
             args += ["--set-string", f"ingress.resources.{key}={value}"]
+        if values_file:
+            args += ["--values", values_file]
         return args
 
     # ------------------------------------------------------------------ the global's API
@@ -458,7 +493,9 @@ class KumaInstaller(MeshInstaller):
         )
 
     # ------------------------------------------------------------------ components
-    def _render_global(self, clusters: Clusters, version: str) -> list[dict[str, Any]]:
+    def _render_global(
+        self, clusters: Clusters, version: str, load_balancer: LoadBalancerPolicy
+    ) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="meshbench-") as folder:
             values = Path(folder) / "global-values.yaml"
             values.write_text(render([self.global_values()]), encoding="utf-8")
@@ -470,9 +507,10 @@ class KumaInstaller(MeshInstaller):
                 secret_output=True,
             )
         documents = list(yaml.safe_load_all(result.stdout))
-        return filter_global_objects(
+        objects = filter_global_objects(
             documents, self.global_namespace, self.settings.global_control_plane.store
         )
+        return [load_balancer.apply_to(obj) for obj in objects]
 
     def _postgres_secret(self, ctx: RunContext) -> dict[str, Any]:
         from airflow.sdk import BaseHook
@@ -547,8 +585,12 @@ class KumaInstaller(MeshInstaller):
                 )
             )
 
+        # Both zones' control planes, one of them in the global's own cluster, connect to
+        # the KDS load balancer.
+        global_load_balancer = self.load_balancer_policy(ctx, g, ROLES)
+
         def apply_global(clusters: Clusters) -> dict[str, Any]:
-            objects = self._render_global(clusters, version)
+            objects = self._render_global(clusters, version, global_load_balancer)
             clusters[g].apply(objects)
             return {"kuma_global_objects": len(objects)}
 
@@ -573,6 +615,7 @@ class KumaInstaller(MeshInstaller):
                     )
                     + f"; refuse cluster-scoped objects; server-side apply in "
                     f"{self.global_namespace}",
+                    global_load_balancer,
                 ),
             ),
             wait_op(
@@ -611,7 +654,8 @@ class KumaInstaller(MeshInstaller):
             if found is None:
                 return {"kuma_global": "already gone"}
             deleted = 0
-            for obj in reversed(self._render_global(clusters, version)):
+            # Deleted by name: the environment's Service fields make no difference here.
+            for obj in reversed(self._render_global(clusters, version, NO_POLICY)):
                 metadata = obj["metadata"]
                 if cluster.delete(
                     obj["apiVersion"], obj["kind"], metadata["name"], metadata["namespace"]
@@ -630,7 +674,9 @@ class KumaInstaller(MeshInstaller):
                 ),
                 delete_global,
                 self._global_render_detail(
-                    version, "DELETE each rendered object, last first (already gone is fine)"
+                    version,
+                    "DELETE each rendered object, last first (already gone is fine)",
+                    NO_POLICY,
                 ),
             )
         )
@@ -728,19 +774,49 @@ class KumaInstaller(MeshInstaller):
                 )
             )
 
-            def install_zone(clusters: Clusters, role: str = role) -> dict[str, Any]:
+            ingress_load_balancer = self.load_balancer_policy(ctx, role)
+            values = self.zone_values(ingress_load_balancer)
+            patched = not ingress_load_balancer.is_empty
+
+            def install_zone(
+                clusters: Clusters,
+                role: str = role,
+                values: dict[str, Any] = values,
+                patched: bool = patched,
+            ) -> dict[str, Any]:
                 state = load_balancer_state(
                     clusters[g].api, self.global_namespace, GLOBAL_SYNC_SERVICE
                 )
                 if not state.ready:
                     raise StepFailed("; ".join(state.pending))
-                clusters[role].run(
-                    "helm",
-                    self.zone_install_args(version, role, str(state.value)),
-                    timeout=timeouts.command + timeouts.rollout,
-                )
+                with tempfile.TemporaryDirectory(prefix="meshbench-") as folder:
+                    values_file = None
+                    if values:
+                        values_file = str(Path(folder) / "zone-values.yaml")
+                        Path(values_file).write_text(render([values]), encoding="utf-8")
+                    clusters[role].run(
+                        "helm",
+                        self.zone_install_args(
+                            version, role, str(state.value), values_file, wait=not patched
+                        ),
+                        timeout=timeouts.command + timeouts.rollout,
+                    )
                 return {f"kuma_zone_{role}": self.zone(role)}
 
+            detail = format_command(
+                [
+                    "helm",
+                    *self.zone_install_args(
+                        version,
+                        role,
+                        "<global KDS address>",
+                        "<tmp>/zone-values.yaml" if values else None,
+                        wait=not patched,
+                    ),
+                ]
+            )
+            if values:
+                detail += "\n# <tmp>/zone-values.yaml\n" + render([values])
             zones_part.install.append(
                 call_op(
                     install,
@@ -751,11 +827,25 @@ class KumaInstaller(MeshInstaller):
                         f"zone {self.zone(role)} with zone ingress, connected to the global's KDS",
                     ),
                     install_zone,
-                    format_command(
-                        ["helm", *self.zone_install_args(version, role, "<global KDS address>")]
-                    ),
+                    detail,
                 )
             )
+            if patched:
+                zones_part.install.append(
+                    policy_patch_op(
+                        install,
+                        role,
+                        ZONE_NAMESPACE,
+                        INGRESS,
+                        ingress_load_balancer,
+                        step_text(
+                            "zone control planes",
+                            f"Service {ZONE_NAMESPACE}/{INGRESS} gets the environment's "
+                            f"load-balancer settings right after helm created it (the chart has "
+                            f"no value for source ranges)",
+                        ),
+                    )
+                )
         for role in ROLES:
             zones_part.uninstall += [
                 cli_op(

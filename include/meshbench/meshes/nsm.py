@@ -21,6 +21,10 @@ in the server cluster the vl3 network: NetworkService ``my-vl3-network`` (payloa
 ``nse-vl3-vpp`` and ``vl3-ipam`` with DNS names from the ``dnsName`` label. Workloads join
 by the ``networkservicemesh.io`` annotation; the client's names the server's domain.
 
+Every LoadBalancer Service (exposed DNS, spire-server, nsmgr-proxy, registry) gets the
+environment's load-balancer settings: in our manifest, in the NSM kustomization, or for
+upstream's SPIRE by a patch right after ``kubectl apply -k``.
+
 vl3 carries IP payload, so the forwarders pick WireGuard between nodes; ``ipsec`` puts
 ``NSM_MECHANISM_PRIORITY=ipsec`` on the forwarders. Every NSM pod must be ready: a wait
 that times out fails the iteration (the study ignored its failed waits).
@@ -37,6 +41,7 @@ import yaml
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, NsmMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
+from meshbench.kube.load_balancers import policy_patch_op
 from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, delete_op, wait_op
 from meshbench.kube.waits import Readiness, load_balancer_state, pod_is_ready, pod_problems
@@ -84,6 +89,9 @@ NSM_APPS = (
 )
 # The ``app`` label of each app's pods.
 NSM_POD_APPS = ("nsmgr", "forwarder-vpp", "registry", "registry-proxy", "nsmgr-proxy")
+# LoadBalancer Services of the NSM apps (nsmgr-proxy is one upstream; registry by our patch).
+EXPOSED_NSM_SERVICES = ("nsmgr-proxy", "registry")
+SPIRE_SERVER_SERVICE = "spire-server"  # a LoadBalancer in upstream's examples/spire/clusterN
 WEBHOOK_APP = "admission-webhook-k8s"
 VL3_APPS = ("nse-vl3-vpp", "vl3-ipam")
 NSC_CONTAINER = "cmd-nsc"
@@ -246,6 +254,14 @@ class NsmInstaller(MeshInstaller):
                 "spec": {"template": {"spec": {"containers": [forwarder_container]}}},
             },
         }
+        load_balancer = self.load_balancer_policy(ctx, role)
+        if not load_balancer.is_empty:
+            # The other cluster's nsmgr-proxy and registry-proxy-dns reach these two
+            # LoadBalancer Services; they are made with the environment's settings.
+            for service in EXPOSED_NSM_SERVICES:
+                patch = load_balancer.service_patch(NSM_NAMESPACE, service)
+                patch["metadata"].pop("namespace")  # the kustomization sets it
+                patches[f"patch-{service}-service-load-balancer.yaml"] = patch
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
@@ -366,7 +382,7 @@ class NsmInstaller(MeshInstaller):
             selector = (kube_dns.get("spec") or {}).get("selector") or {}
             if not selector:
                 raise StepFailed("Service kube-system/kube-dns has no selector to copy")
-            cluster.apply([self.exposed_dns_service(ctx, selector)])
+            cluster.apply([self.exposed_dns_service(ctx, role, selector)])
             return {f"exposed_dns_selector_{role}": selector}
 
         return call_op(
@@ -379,11 +395,14 @@ class NsmInstaller(MeshInstaller):
             action,
             "# the selector is copied from Service kube-system/kube-dns at run time (what\n"
             "# `kubectl expose service kube-dns` does); usually k8s-app: kube-dns\n"
-            + render([self.exposed_dns_service(ctx, {"k8s-app": "kube-dns"})]),
+            + render([self.exposed_dns_service(ctx, role, {"k8s-app": "kube-dns"})]),
         )
 
-    def exposed_dns_service(self, ctx: RunContext, selector: dict[str, str]) -> dict[str, Any]:
-        return {
+    def exposed_dns_service(
+        self, ctx: RunContext, role: str, selector: dict[str, str]
+    ) -> dict[str, Any]:
+        """kube-dns as a LoadBalancer the other cluster's CoreDNS forwards to."""
+        service = {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {
@@ -397,6 +416,7 @@ class NsmInstaller(MeshInstaller):
                 "ports": [{"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}],
             },
         }
+        return self.load_balancer_policy(ctx, role).apply_to(service)
 
     def saved_corefile_name(self, ctx: RunContext) -> str:
         return f"{ctx.resource_prefix}-coredns-original"
@@ -575,6 +595,27 @@ class NsmInstaller(MeshInstaller):
             check=check,
         )
 
+    def _spire_service_patch(self, ctx: RunContext, step_phase: str, role: str) -> list[Op]:
+        """Upstream's SPIRE kustomization, applied straight from its URL, makes Service
+        spire-server a LoadBalancer; it gets the environment's settings right after."""
+        load_balancer = self.load_balancer_policy(ctx, role)
+        if load_balancer.is_empty:
+            return []
+        return [
+            policy_patch_op(
+                step_phase,
+                role,
+                SPIRE_NAMESPACE,
+                SPIRE_SERVER_SERVICE,
+                load_balancer,
+                step_text(
+                    "SPIRE",
+                    f"Service {SPIRE_NAMESPACE}/{SPIRE_SERVER_SERVICE} gets the environment's "
+                    f"load-balancer settings right after upstream's manifests created it",
+                ),
+            )
+        ]
+
     def pair_components(self, ctx: RunContext) -> list[Component]:
         prepare, cleanup = "prepare_pair", "delete_clusters"
         version = require_version(ctx, self.name)
@@ -648,6 +689,7 @@ class NsmInstaller(MeshInstaller):
                     ["apply", "-k", self.spire_url(role, version)],
                     timeouts.command,
                 ),
+                *self._spire_service_patch(ctx, prepare, role),
                 wait_op(
                     prepare,
                     role,

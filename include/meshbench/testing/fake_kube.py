@@ -55,6 +55,17 @@ def matches(labels: Mapping[str, str], selector: str | None) -> bool:
     return True
 
 
+def _merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: mappings merged key by key, anything else replaced."""
+    result = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -93,6 +104,7 @@ class FakeKubeApi:
         self.calls: list[str] = []
         self.applied: list[tuple[str, bool, dict[str, Any]]] = []
         self._reads: dict[Key, int] = {}
+        self._managers: dict[Key, str] = {}  # the field manager that created each object
         self._lock = threading.RLock()
         self.metrics_server_installed = metrics_server
         if metrics_server:
@@ -268,6 +280,12 @@ class FakeKubeApi:
             self.calls.append(f"apply {kind} {namespace or ''}/{metadata['name']}")
             self.applied.append((field_manager, force, copy.deepcopy(manifest)))
             existing = self.objects.get(key)
+            if existing is not None and self._managers.get(key, field_manager) != field_manager:
+                # Another field manager's apply adds its fields to the object instead of
+                # replacing it (a partial patch keeps the rest, as on a real API server).
+                manifest = _merged({k: v for k, v in existing.items() if k != "status"}, manifest)
+            else:
+                self._managers[key] = field_manager
             generation = 1
             status: dict[str, Any] = {"phase": "Active"} if kind == "Namespace" else {}
             if existing is not None:
