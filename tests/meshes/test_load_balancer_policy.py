@@ -209,6 +209,14 @@ def test_upstream_services_are_patched_right_after_they_are_created(no_network):
         )
 
 
+def test_istio_aws_plan_no_longer_warns_about_support():
+    config = load_config()
+    assert config.version_profile_name_for("aws") == "current"
+    plan = aws_plan("istio", config)
+    assert not [w for w in plan.warnings if "UNSUPPORTED" in w]
+    assert "istioctl on the worker is version 1.31.1" in plan.render()
+
+
 # ------------------------------------------------------------------ existing
 
 
