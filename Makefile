@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install lint format lock ui clean
 
 run: install
-	$(VENV)/bin/meshbench load tests/data/seed-results
-	$(VENV)/bin/meshbench report
+	$(VENV)/bin/meshbench demo
+
+ui: install
+	$(VENV)/bin/meshbench ui
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

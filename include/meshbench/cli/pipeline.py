@@ -54,7 +54,6 @@ def _demo(args: argparse.Namespace) -> int:
     from meshbench.analysis.aggregate import fetch_measurements, summarize
     from meshbench.analysis.report import comparison_tables
     from meshbench.config import LOAD_PROFILE_ENV_VAR, load_config
-    from meshbench.dagfactory import dag_id_for
     from meshbench.pipeline.artifacts import ArtifactStore
     from meshbench.postgres import state_dir
     from meshbench.results import migrate

@@ -1,0 +1,130 @@
+"""What the pipeline costs around the load generator, measured in one run.
+
+Runs one local benchmark DAG through Airflow (`airflow dags test`, the demo profile by
+default) and prints:
+
+- the DAG run's wall time divided by the load generator's own time inside it (the sum of
+  the runs' actual durations as the load generator measured them, and the sum of the
+  wall time of each load step including start-up and result conversion);
+- the DAG folder's parse time (DagBag over `dags/`, several times, in fresh interpreters).
+
+The output is saved under benchmarks/results/. Usage:
+
+    .venv/bin/python benchmarks/pipeline_overhead.py [--mesh baseline] [--profile demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from airflow.sdk import ObjectStoragePath
+from sqlalchemy import text
+
+from meshbench.airflow_env import airflow_environment, prepare_airflow, run_airflow
+from meshbench.config import LOAD_PROFILE_ENV_VAR
+from meshbench.postgres import project_root, state_dir
+from meshbench.results import migrate
+from meshbench.results.db import get_engine
+
+RESULTS = Path(__file__).with_name("results")
+PARSE_SCRIPT = """
+import os, time
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag({dags!r})
+elapsed = time.perf_counter() - start
+assert not bag.import_errors, bag.import_errors
+print(elapsed, len(bag.dags))
+"""
+
+
+def parse_times(repeats: int, env: dict[str, str]) -> tuple[list[float], int]:
+    times, count = [], 0
+    script = PARSE_SCRIPT.format(dags=str(project_root() / "dags"))
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        seconds, count = out.stdout.strip().splitlines()[-1].split()
+        times.append(float(seconds))
+    return times, int(count)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh", default="baseline")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--parse-repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    env = prepare_airflow(airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile}))
+    engine = get_engine()
+    migrate.upgrade(engine)
+    dag_id = f"meshbench_local_{args.mesh}"
+    logical = datetime.now(UTC).replace(microsecond=0)
+    log = state_dir() / "logs" / f"pipeline-overhead-{logical:%Y%m%dT%H%M%S}.log"
+
+    began = time.perf_counter()
+    result = run_airflow(
+        ["dags", "test", dag_id, logical.isoformat()], env=env, check=False, log_file=log
+    )
+    dag_wall = time.perf_counter() - began
+    if result.returncode != 0:
+        print(f"the DAG run failed; see {log}", file=sys.stderr)
+        return 1
+
+    with engine.connect() as connection:
+        run_id, artifacts = connection.execute(
+            text(
+                "SELECT id, settings->>'artifacts' FROM run WHERE dag_id = :dag "
+                "ORDER BY id DESC LIMIT 1"
+            ),
+            {"dag": dag_id},
+        ).one()
+        load_seconds, runs = connection.execute(
+            text(
+                "SELECT coalesce(sum(actual_duration_s), 0), count(*) FROM measurement "
+                "WHERE run_id = :run"
+            ),
+            {"run": run_id},
+        ).one()
+    run_dir = ObjectStoragePath(artifacts)
+    step_seconds = sum(
+        json.loads(path.read_text())["wall_seconds"]
+        for folder in run_dir.iterdir()
+        if folder.name.startswith("iteration_")
+        for path in folder.iterdir()
+    )
+    parse, dag_count = parse_times(args.parse_repeats, env)
+
+    lines = [
+        f"pipeline overhead · {logical.isoformat()} · {dag_id} · load profile {args.profile!r}",
+        f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
+        f"cores, load average {Path('/proc/loadavg').read_text().split()[0]}",
+        f"DAG run wall time (airflow dags test):          {dag_wall:8.1f} s",
+        f"load generator time, {runs} runs (actual durations): {load_seconds:8.1f} s",
+        f"load steps' wall time (start-up + conversion):  {step_seconds:8.1f} s",
+        f"ratio DAG wall / load generator time:           {dag_wall / load_seconds:8.2f}",
+        f"ratio DAG wall / load steps' wall time:         {dag_wall / step_seconds:8.2f}",
+        f"DAG folder parse time ({dag_count} DAGs, {len(parse)} fresh interpreters): median "
+        f"{statistics.median(parse):.2f} s, min {min(parse):.2f} s, max {max(parse):.2f} s",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pipeline_overhead-{logical:%Y%m%dT%H%M%S}.txt"
+    out.write_text(report + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
