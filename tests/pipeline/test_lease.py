@@ -55,3 +55,36 @@ def test_a_silent_holder_is_taken_over_and_its_leftovers_reaped(
     pipeline(config, "run-b", "create_clusters").run("create_clusters")
     assert reaped == [["mb-deadbeef"]]
     assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-b")
+
+
+def test_a_holder_whose_process_is_gone_is_taken_over_after_the_gap(
+    config, monkeypatch, tmp_path
+) -> None:
+    reaped = []
+    monkeypatch.setattr("meshbench.local.reaper.reap", lambda only: reaped.append(only) or "ok")
+    gone = 2**22 + 12345  # above pid_max's default: no such process
+    lease_file = tmp_path / "lease.json"
+    lease_file.write_text(
+        json.dumps(
+            {
+                "owner": "killed:run:1",
+                "prefix": "mb-0badf00d",
+                "renewed_at": time.time() - 30,
+                "pid": gone,
+            }
+        )
+    )
+    with pytest.raises(StepRescheduled):  # within the gap between two tasks: still waits
+        pipeline(config, "run-b", "create_clusters").run("create_clusters")
+    lease_file.write_text(
+        json.dumps(
+            {
+                "owner": "killed:run:1",
+                "prefix": "mb-0badf00d",
+                "renewed_at": time.time() - 300,
+                "pid": gone,
+            }
+        )
+    )
+    pipeline(config, "run-b", "create_clusters").run("create_clusters")
+    assert reaped == [["mb-0badf00d"]]

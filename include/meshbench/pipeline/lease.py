@@ -6,9 +6,11 @@ interleave, and a measurement would run next to another run's idle proxies. The 
 ``create_clusters`` takes the lease holds the machine until its ``delete_clusters``; other
 runs' ``create_clusters`` reschedule themselves (freeing the pool slot) until it is free.
 
-Each step of the holder renews the lease. A lease not renewed for ``stale_after`` seconds
-belongs to a run that died without its teardown; the next run takes it over and reaps
-what the dead run left.
+Each step of the holder renews the lease, recording its process. A lease whose process is
+gone and that no step renewed for ``ORPHAN_AFTER_SECONDS`` (more than the gap between two
+tasks), or that nobody renewed for ``stale_after``, belongs to a run that died without
+its teardown (a killed scheduler, an interrupted ``make run``); the next run takes it
+over and reaps what the dead run left.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 LEASE_ENV_VAR = "MESHBENCH_LOCAL_LEASE"
 DEFAULT_LEASE = Path("/tmp/meshbench-local-lease.json")
 RESCHEDULE_SECONDS = 20
+ORPHAN_AFTER_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,26 @@ class Holder:
     owner: str  # dag id, run id and attempt
     prefix: str  # the run's resource prefix, mb-<slug>
     renewed_at: float
+    pid: int = 0  # the process of the step that renewed it last
 
     def age(self) -> float:
         return time.time() - self.renewed_at
+
+    def process_alive(self) -> bool:
+        if self.pid <= 0:
+            return True  # unknown: rely on the age alone
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def is_stale(self, stale_after: float) -> bool:
+        if self.age() > stale_after:
+            return True
+        return self.age() > ORPHAN_AFTER_SECONDS and not self.process_alive()
 
 
 def lease_path() -> Path:
@@ -78,13 +98,16 @@ def acquire(owner: str, prefix: str, stale_after: float) -> tuple[bool, Holder |
     with _locked() as path:
         holder = _read(path)
         if holder is None or holder.owner == owner:
-            _write(path, Holder(owner, prefix, time.time()))
+            _write(path, Holder(owner, prefix, time.time(), os.getpid()))
             return True, None
-        if holder.age() > stale_after:
+        if holder.is_stale(stale_after):
             log.warning(
-                "taking over the local lease from %s, silent for %.0f s", holder.owner, holder.age()
+                "taking over the local lease from %s, silent for %.0f s (its process %s)",
+                holder.owner,
+                holder.age(),
+                "alive" if holder.process_alive() else "gone",
             )
-            _write(path, Holder(owner, prefix, time.time()))
+            _write(path, Holder(owner, prefix, time.time(), os.getpid()))
             return True, holder
         return False, holder
 
@@ -100,7 +123,7 @@ def renew(owner: str) -> bool:
                 owner,
             )
             return False
-        _write(path, Holder(holder.owner, holder.prefix, time.time()))
+        _write(path, Holder(holder.owner, holder.prefix, time.time(), os.getpid()))
         return True
 
 
