@@ -62,6 +62,8 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin"
             ),
             "AIRFLOW__API__PORT": env.get("AIRFLOW__API__PORT", str(UI_PORT)),
+            # This machine only, unless the operator says otherwise.
+            "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
             f"AIRFLOW_CONN_{RESULTS_CONN_ID.upper()}": make_url(results_url)
             .set(drivername="postgresql")
