@@ -60,6 +60,22 @@ def wait_for_dags(metadata, dag_ids, timeout: float = 180) -> None:
     raise AssertionError(f"the dag-processor did not register {dag_ids} in {timeout} s")
 
 
+def wait_for_backfills_to_close(metadata, timeout: float = 120) -> None:
+    """The scheduler marks a backfill complete a loop after its last run ends; only then
+    does Airflow accept another backfill of the same DAG."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with metadata.connect() as connection:
+            open_backfills = connection.execute(
+                text("SELECT count(*) FROM backfill WHERE dag_id = :dag AND completed_at IS NULL"),
+                {"dag": DAG_ID},
+            ).scalar_one()
+        if open_backfills == 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the backfill of {DAG_ID} was not marked complete in {timeout} s")
+
+
 def test_backfill_gives_one_run_per_date_and_a_rerun_adds_an_attempt(airflow_stack) -> None:
     env = {**airflow_stack.env, **TINY}
     metadata = create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -88,6 +104,7 @@ def test_backfill_gives_one_run_per_date_and_a_rerun_adds_an_attempt(airflow_sta
         states = wait_for_runs(metadata, DATES, {}, services)
         assert {day: s[0] for day, s in states.items()} == dict.fromkeys(DATES, "success")
 
+        wait_for_backfills_to_close(metadata)
         run_airflow(
             [
                 "backfill",
