@@ -23,6 +23,7 @@ from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.ops import Op, call_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
+from meshbench.meshes.base import MeshInstaller
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,19 @@ class Component:
     name: str
     install: list[Op] = field(default_factory=list)
     uninstall: list[Op] = field(default_factory=list)
+
+
+class ComponentMeshInstaller(MeshInstaller):
+    """An installer made of components: install runs them in order, uninstall in reverse."""
+
+    def components(self, ctx: RunContext, iteration: int) -> list[Component]:
+        raise NotImplementedError
+
+    def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
+        return install_sequence(self.components(ctx, iteration))
+
+    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
+        return uninstall_sequence(self.components(ctx, iteration))
 
 
 def install_sequence(components: Sequence[Component]) -> list[Op]:

@@ -39,14 +39,13 @@ from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, check_op, delete_op, wait_op
 from meshbench.kube.waits import Readiness, load_balancer_state
 from meshbench.meshes import inventory
-from meshbench.meshes.base import MeshInstaller
 from meshbench.meshes.common import (
     ROLES,
     CliFile,
     Component,
+    ComponentMeshInstaller,
     at_least,
     cli_op,
-    install_sequence,
     managed_labels,
     namespace_manifest,
     other,
@@ -59,7 +58,6 @@ from meshbench.meshes.common import (
     resources_record,
     step_text,
     support_check,
-    uninstall_sequence,
 )
 from meshbench.meshes.pki import CACERTS_KEYS, CACERTS_SECRET, cacerts_secret, issue_chains
 from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadProfile
@@ -169,7 +167,7 @@ def remote_endpoint_state(output: str, gateway_address: str | None) -> Readiness
     return Readiness(True, (), [f"{a}:{p}" for a, p in via_gateway])
 
 
-class IstioInstaller(MeshInstaller):
+class IstioInstaller(ComponentMeshInstaller):
     name = "istio"
     cli_poll_interval = 5.0
 
@@ -629,12 +627,6 @@ class IstioInstaller(MeshInstaller):
             f"check: one Secret named {secret}, label {REMOTE_SECRET_LABEL}=true, data key {name}\n"
             f"[{target}] server-side apply of that output",
         )
-
-    def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return install_sequence(self.components(ctx, iteration))
-
-    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return uninstall_sequence(self.components(ctx, iteration))
 
     # ------------------------------------------------------------------ readiness
     def ready_ops(self, ctx: RunContext, iteration: int) -> list[Op]:

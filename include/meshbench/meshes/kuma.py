@@ -49,14 +49,13 @@ from meshbench.kube.ops import Op, apply_op, call_op, delete_op, wait_op
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, load_balancer_state, wait_for
 from meshbench.meshes import inventory
-from meshbench.meshes.base import MeshInstaller
 from meshbench.meshes.common import (
     ROLES,
     Component,
+    ComponentMeshInstaller,
     at_least,
     cli_op,
     delete_crds_op,
-    install_sequence,
     managed_labels,
     namespace_manifest,
     phase,
@@ -65,7 +64,6 @@ from meshbench.meshes.common import (
     resources_record,
     step_text,
     support_check,
-    uninstall_sequence,
 )
 from meshbench.workloads.kubernetes import NGINX, NGINX_PORT, WorkloadProfile
 
@@ -261,7 +259,7 @@ class KumaApi:
         return self._call("DELETE", path)
 
 
-class KumaInstaller(MeshInstaller):
+class KumaInstaller(ComponentMeshInstaller):
     name = "kuma"
     api_poll_interval = 5.0
 
@@ -918,12 +916,6 @@ class KumaInstaller(MeshInstaller):
             "\n".join(f"DELETE /zones/{zone}" for zone in self.zones)
             + "\nretried while the global still counts a zone as connected",
         )
-
-    def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return install_sequence(self.components(ctx, iteration))
-
-    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return uninstall_sequence(self.components(ctx, iteration))
 
     # ------------------------------------------------------------------ readiness
     def ready_ops(self, ctx: RunContext, iteration: int) -> list[Op]:

@@ -46,11 +46,11 @@ from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, delete_op, wait_op
 from meshbench.kube.waits import Readiness, load_balancer_state, pod_is_ready, pod_problems
 from meshbench.meshes import coredns, inventory
-from meshbench.meshes.base import MeshInstaller
 from meshbench.meshes.common import (
     ROLES,
     CliFile,
     Component,
+    ComponentMeshInstaller,
     api_wait_op,
     at_least,
     cli_op,
@@ -73,6 +73,8 @@ from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadPr
 NSM_CLUSTER = {"server": "cluster1", "client": "cluster2"}
 NSM_NAMESPACE = "nsm-system"
 SPIRE_NAMESPACE = "spire"
+# kubectl arguments that run the SPIRE server CLI in its pod.
+SPIRE_SERVER_CLI = ["exec", "-n", SPIRE_NAMESPACE, "spire-server-0", "--", "bin/spire-server"]
 VL3_NAMESPACE = "ns-dns-vl3"
 EXPOSED_DNS = "exposed-kube-dns"
 SPIRE_WEBHOOK = "spire-controller-manager-webhook"
@@ -150,7 +152,7 @@ def resolve_ipv4(address: str) -> str:
     return str(found[0][4][0])
 
 
-class NsmInstaller(MeshInstaller):
+class NsmInstaller(ComponentMeshInstaller):
     name = "nsm"
 
     def __init__(self, config: BenchmarkConfig) -> None:
@@ -519,12 +521,10 @@ class NsmInstaller(MeshInstaller):
         )
 
     def _federation_op(self, step_phase: str) -> Op:
-        exec_server = ["exec", "-n", SPIRE_NAMESPACE, "spire-server-0", "--"]
-
         def action(clusters: Clusters) -> dict[str, Any]:
             bundles = {
                 role: clusters[role]
-                .kubectl(*exec_server, "bin/spire-server", "bundle", "show", "-format", "spiffe")
+                .kubectl(*SPIRE_SERVER_CLI, "bundle", "show", "-format", "spiffe")
                 .stdout
                 for role in ROLES
             }
@@ -536,9 +536,8 @@ class NsmInstaller(MeshInstaller):
                     "kubectl",
                     [
                         "exec",
-                        "-i",
-                        *exec_server[1:],
-                        "bin/spire-server",
+                        "-i",  # the peer's bundle comes on standard input
+                        *SPIRE_SERVER_CLI[1:],
                         "bundle",
                         "set",
                         "-format",
@@ -580,12 +579,7 @@ class NsmInstaller(MeshInstaller):
             step_text("SPIFFE federation", f"the SPIRE server lists the bundle of {peer}"),
             "kubectl",
             [
-                "exec",
-                "-n",
-                SPIRE_NAMESPACE,
-                "spire-server-0",
-                "--",
-                "bin/spire-server",
+                *SPIRE_SERVER_CLI,
                 "bundle",
                 "list",
                 "-format",
@@ -781,12 +775,7 @@ class NsmInstaller(MeshInstaller):
                     step_text("SPIFFE federation", f"drop the bundle of {peer}"),
                     "kubectl",
                     [
-                        "exec",
-                        "-n",
-                        SPIRE_NAMESPACE,
-                        "spire-server-0",
-                        "--",
-                        "bin/spire-server",
+                        *SPIRE_SERVER_CLI,
                         "bundle",
                         "delete",
                         "-id",
@@ -937,12 +926,6 @@ class NsmInstaller(MeshInstaller):
             ),
         ]
         return [inventory_part, nsm, vl3]
-
-    def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return install_sequence(self.components(ctx, iteration))
-
-    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return uninstall_sequence(self.components(ctx, iteration))
 
     # ------------------------------------------------------------------ readiness
     def _all_nsm_pods_ready_op(self, step_phase: str, role: str) -> Op:
