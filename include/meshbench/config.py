@@ -914,6 +914,11 @@ class BenchmarkConfig(StrictModel):
         profile = self.version_profiles[self.version_profile_name_for(environment)]
         return getattr(profile, mesh)
 
+    def paired_baseline(self, environment: str, mesh: str) -> bool:
+        """Whether each measured run of ``mesh`` follows a no-mesh run between the same
+        clusters (never for the baseline itself, which is that path)."""
+        return mesh != "baseline" and self.environment(environment).paired_baseline
+
     def schedule_for(self, environment: str) -> str:
         return self.environment(environment).schedule or self.defaults.schedule
 

@@ -134,7 +134,7 @@ def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
     load = config.load_profile_for(environment)
     env = config.environment(environment)
     version = config.mesh_version(environment, mesh)
-    paired = env.paired_baseline and mesh != "baseline"
+    paired = config.paired_baseline(environment, mesh)
     lines = [
         f"# `{environment}` × `{mesh}`" + (f" {version}" if version else ""),
         "",
@@ -211,7 +211,7 @@ def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, P
 
 def _measure_timeout(config: BenchmarkConfig, environment: str, mesh: str) -> timedelta:
     load = config.load_profile_for(environment)
-    paths = 2 if config.environment(environment).paired_baseline and mesh != "baseline" else 1
+    paths = 2 if config.paired_baseline(environment, mesh) else 1
     seconds = load.runs_per_iteration * paths * load.duration * 1.5
     return timedelta(seconds=seconds) + MEASURE_TIMEOUT_MARGIN
 

@@ -327,7 +327,7 @@ class Pipeline:
         return self._load_one(iteration, PHASE_WARMUP, 1)
 
     def paired_baseline_enabled(self) -> bool:
-        return self.mesh != "baseline" and self.config.environment(self.environment).paired_baseline
+        return self.config.paired_baseline(self.environment, self.mesh)
 
     def _measure(self, iteration: int) -> dict[str, Any]:
         # With a paired baseline the two paths alternate (B1 M1 B2 M2 ...): on small
@@ -371,8 +371,9 @@ def _read_step(pipeline: Pipeline, task_id: str) -> dict[str, Any] | None:
     return pipeline.store.read_json(path) if path.exists() else None
 
 
-def _cluster_minutes(pipeline: Pipeline, info: dict[str, Any]) -> float | None:
-    deleted = _read_step(pipeline, "delete_clusters")
+def _cluster_minutes(
+    pipeline: Pipeline, info: dict[str, Any], deleted: dict[str, Any] | None
+) -> float | None:
     reported = (deleted or {}).get("result") or {}
     if reported.get("cluster_minutes") is not None:
         return float(reported["cluster_minutes"])
@@ -443,6 +444,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     task = pipeline.task
     records = collect_records(pipeline)
     created = _read_step(pipeline, "create_clusters")
+    deleted = _read_step(pipeline, "delete_clusters")
     try:
         info = pipeline.backend.run_info(ctx)
     except Exception as exc:
@@ -456,7 +458,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "paired_baseline": pipeline.paired_baseline_enabled(),
         "params": task.params,
         "failures": failures,
-        "teardown": ((_read_step(pipeline, "delete_clusters") or {}).get("result") or {}),
+        "teardown": (deleted or {}).get("result") or {},
         "artifacts": str(pipeline.run_dir),
     }
     measured_positive = 0
@@ -479,7 +481,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         finished_at=datetime.now(UTC),
         settings=settings,
         state="running",
-        cluster_minutes=_cluster_minutes(pipeline, info),
+        cluster_minutes=_cluster_minutes(pipeline, info, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
     with engine.connect() as connection:
