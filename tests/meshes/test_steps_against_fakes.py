@@ -776,17 +776,23 @@ def test_nsm_waits_for_a_fresh_load_balancer_hostname_to_resolve(fake_pair: Fake
     assert tries == {"server-dns.elb.example": 3, "client-dns.elb.example": 3}
 
 
+def set_up_interdomain_dns(pair: FakePair):
+    """prepare_pair's interdomain DNS steps, run against the fake pair."""
+    seed_dns(pair)
+    installer = with_timeouts(NsmInstaller(CONFIG))
+    ctx = context(CONFIG, "nsm")
+    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
+    with pair.clusters() as clusters:
+        run_ops(dns.install, clusters)
+    return installer, ctx, dns
+
+
 def test_nsm_probes_the_edited_corefile_from_a_pod_until_it_answers(
     fake_pair: FakePair, tmp_path: Path, monkeypatch
 ):
     log = tmp_path / "kubectl.jsonl"
     monkeypatch.setenv("MESHBENCH_FAKE_KUBECTL_LOG", str(log))
-    seed_dns(fake_pair)
-    installer = with_timeouts(NsmInstaller(CONFIG))
-    ctx = context(CONFIG, "nsm")
-    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
-    with fake_pair.clusters() as clusters:
-        run_ops(dns.install, clusters)
+    installer, _ctx, dns = set_up_interdomain_dns(fake_pair)
     runs = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
     probes = [argv for argv in runs if argv[:1] == ["run"]]
     assert len(probes) == 2
@@ -812,12 +818,7 @@ def test_nsm_probes_the_edited_corefile_from_a_pod_until_it_answers(
 
 
 def test_nsm_repins_a_moved_dns_address_before_an_iteration(fake_pair: FakePair, monkeypatch):
-    seed_dns(fake_pair)
-    installer = with_timeouts(NsmInstaller(CONFIG))
-    ctx = context(CONFIG, "nsm")
-    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
-    with fake_pair.clusters() as clusters:
-        run_ops(dns.install, clusters)
+    installer, ctx, _dns = set_up_interdomain_dns(fake_pair)
     preflight = next(c for c in installer.components(ctx, 1) if c.name == "preflight")
     with fake_pair.clusters() as clusters:
         unchanged = run_ops(preflight.install, clusters)

@@ -208,6 +208,14 @@ def pinned_forward_address(corefile: str, peer_cluster: str) -> str | None:
     return match.group(1).strip("[]") if match else None
 
 
+def corefile_and_kept(cluster: KubeCluster, saved: str) -> tuple[str, dict[str, Any] | None]:
+    """The cluster's live Corefile, and the ConfigMap keeping its original (if any)."""
+    current = coredns.corefile_of(
+        cluster.api.get("v1", "ConfigMap", coredns.COREDNS_CONFIGMAP, coredns.COREDNS_NAMESPACE)
+    )
+    return current, cluster.api.get("v1", "ConfigMap", saved, coredns.COREDNS_NAMESPACE)
+
+
 def probe_name(cluster: str) -> str:
     return f"{EXPOSED_DNS}.{coredns.COREDNS_NAMESPACE}.{coredns.domain(cluster)}"
 
@@ -565,12 +573,7 @@ class NsmInstaller(ComponentMeshInstaller):
 
         def action(clusters: Clusters) -> dict[str, Any]:
             cluster = clusters[role]
-            current = coredns.corefile_of(
-                cluster.api.get(
-                    "v1", "ConfigMap", coredns.COREDNS_CONFIGMAP, coredns.COREDNS_NAMESPACE
-                )
-            )
-            kept = cluster.api.get("v1", "ConfigMap", saved, coredns.COREDNS_NAMESPACE)
+            current, kept = corefile_and_kept(cluster, saved)
             if coredns.MARKER in current:
                 if kept is None:
                     raise StepFailed(
@@ -686,13 +689,8 @@ class NsmInstaller(ComponentMeshInstaller):
 
         def action(clusters: Clusters) -> dict[str, Any]:
             cluster = clusters[role]
-            current = coredns.corefile_of(
-                cluster.api.get(
-                    "v1", "ConfigMap", coredns.COREDNS_CONFIGMAP, coredns.COREDNS_NAMESPACE
-                )
-            )
+            current, kept = corefile_and_kept(cluster, saved)
             pinned = pinned_forward_address(current, peer)
-            kept = cluster.api.get("v1", "ConfigMap", saved, coredns.COREDNS_NAMESPACE)
             if pinned is None or kept is None:
                 raise StepFailed(
                     f"CoreDNS no longer forwards {coredns.domain(peer)} as prepare_pair set it "
