@@ -215,7 +215,16 @@ class MetricsServerSettings(StrictModel):
     install: Literal["if-missing", "never"] = Field(
         "if-missing", description="'never' fails the run when the metrics API is absent."
     )
-    version: str = Field("v0.7.2", pattern=r"^v\d+\.\d+\.\d+$")
+    version: str | None = Field(
+        None,
+        pattern=r"^v\d+\.\d+\.\d+$",
+        description="A fixed release; empty: the one ``releases`` gives the cluster's version.",
+    )
+    releases: dict[str, str] = Field(
+        default_factory=lambda: {"1.27": "v0.7.2", "1.31": "v0.8.1", "1.34": "v0.9.0"},
+        description="Lowest Kubernetes minor version -> release for it and later (the "
+        "compatibility matrix of metrics-server's README).",
+    )
     kubelet_insecure_tls: bool = Field(
         False, description="Needed where kubelet serving certificates are self-signed (kubeadm)."
     )
@@ -223,6 +232,42 @@ class MetricsServerSettings(StrictModel):
     cpu_limit_fraction: float = Field(
         0.9, gt=0, le=1, description="A container at this share of its CPU limit fails the run."
     )
+
+    @field_validator("releases")
+    @classmethod
+    def _releases_are_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        for minor, release in value.items():
+            if not re.fullmatch(r"\d+\.\d+", minor) or not re.fullmatch(r"v\d+\.\d+\.\d+", release):
+                raise ValueError(f"releases: want '1.31': 'v0.8.1', got {minor!r}: {release!r}")
+        if not value:
+            raise ValueError("releases: at least one Kubernetes version and its release")
+        return value
+
+    def release_for(self, kubernetes_version: str) -> str:
+        """The configured ``version``, else the release of the newest line whose lowest
+        Kubernetes version is at most ``kubernetes_version`` ('1.35', 'v1.28.3')."""
+        if self.version:
+            return self.version
+        found = re.match(r"v?(\d+)\.(\d+)", kubernetes_version.strip())
+        if not found:
+            raise ValueError(f"not a Kubernetes version: {kubernetes_version!r}")
+        minor = (int(found.group(1)), int(found.group(2)))
+        lines = sorted((tuple(int(p) for p in k.split(".")), v) for k, v in self.releases.items())
+        fitting = [release for line, release in lines if line <= minor]
+        if not fitting:
+            lowest = ".".join(str(p) for p in lines[0][0])
+            raise ValueError(
+                f"kubernetes.metrics_server.releases has no release for Kubernetes "
+                f"{kubernetes_version} (the lowest listed is {lowest})"
+            )
+        return fitting[-1]
+
+    def for_kubernetes(self, kubernetes_version: str | None) -> MetricsServerSettings:
+        """These settings with ``version`` chosen for the environment's Kubernetes version;
+        unchanged when that is not configured (then the run chooses by the cluster's)."""
+        if self.version or not kubernetes_version:
+            return self
+        return self.model_copy(update={"version": self.release_for(kubernetes_version)})
 
 
 class KubernetesTimeouts(StrictModel):
@@ -696,6 +741,26 @@ class NsmMesh(KubernetesMesh):
     )
     network_service: str = Field("my-vl3-network", pattern=_NAME)
     vl3_prefix: ipaddress.IPv4Network = ipaddress.IPv4Network("172.16.0.0/16")
+    spire_storage_class: str | None = Field(
+        None,
+        pattern=_NAME,
+        description="StorageClass of the SPIRE server's 1Gi ReadWriteOnce claim spire-data "
+        "(deployments-k8s from v1.12); empty: the cluster's default StorageClass. Either is "
+        "checked before SPIRE is applied.",
+    )
+    spire_postgres_tag: str = Field(
+        "17.6",
+        pattern=r"^[\w.-]+$",
+        description="Tag of the postgres image of upstream's examples/spire/postgres (from "
+        "v1.14), which names no tag.",
+    )
+    vpp_cpu_limit: str | None = Field(
+        None,
+        pattern=_QUANTITY,
+        description="CPU limit of the VPP containers (forwarder-vpp, nse-vl3-vpp); empty: "
+        "none. VPP puts NSM's interfaces in adaptive rx mode and polls them while traffic "
+        "flows, so under load it uses its one main thread's core whatever the limit.",
+    )
 
 
 class Meshes(StrictModel):

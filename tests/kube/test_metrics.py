@@ -133,3 +133,42 @@ def test_install_commands_pin_the_version_and_add_insecure_tls_when_asked():
     ]
     kubeadm = install_commands(MetricsServerSettings(kubelet_insecure_tls=True))
     assert kubeadm[1][:2] == ["patch", "deployment"] and INSECURE_TLS_FLAG in kubeadm[1][-1]
+
+
+def test_the_release_follows_the_clusters_kubernetes_version():
+    """metrics-server's README compatibility matrix: 0.7.x 1.27+, 0.8.x 1.31+, 0.9.x 1.34+."""
+    settings = MetricsServerSettings()
+    assert settings.release_for("v1.28.3") == "v0.7.2"
+    assert settings.release_for("1.30") == "v0.7.2"
+    assert settings.release_for("1.31") == "v0.8.1"
+    assert settings.release_for("v1.33.1-eks-1234") == "v0.8.1"
+    assert settings.release_for("1.35") == "v0.9.0"
+    with pytest.raises(ValueError, match=r"no release for Kubernetes 1\.26"):
+        settings.release_for("1.26")
+    assert MetricsServerSettings(version="v0.7.1").release_for("1.35") == "v0.7.1"  # pinned
+    assert settings.for_kubernetes("1.35").version == "v0.9.0"
+    assert settings.for_kubernetes(None).version is None  # chosen when the cluster answers
+    with pytest.raises(ValueError, match="releases"):
+        MetricsServerSettings(releases={"1.31": "0.8.1"})
+
+
+def test_an_unknown_version_is_chosen_from_the_cluster_at_install(tmp_path, monkeypatch):
+    import json
+
+    from meshbench.kube.cluster import KubeCluster
+    from meshbench.kube.metrics import components_url, ensure_metrics_server
+    from meshbench.kube.runner import CommandRunner
+    from meshbench.testing import fake_kubectl
+
+    log = tmp_path / "kubectl.jsonl"
+    monkeypatch.setenv("MESHBENCH_FAKE_KUBECTL_LOG", str(log))
+    api = FakeKubeApi(version="v1.32.4", metrics_server=False)
+    api.install_metrics_server_later()
+    runner = CommandRunner(executables={"kubectl": fake_kubectl.install(tmp_path)})
+    cluster = KubeCluster("server", api, runner, str(tmp_path / "kubeconfig"), poll_interval=0.01)
+    settings = MetricsServerSettings().for_kubernetes(None)
+    assert "by the cluster's Kubernetes version" in install_commands(settings)[0][-1]
+    outcome = ensure_metrics_server(cluster, settings, timeout=5, command_timeout=30)
+    assert outcome == "installed v0.8.1"
+    (call,) = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    assert call == ["apply", "--server-side", "-f", components_url("v0.8.1")]

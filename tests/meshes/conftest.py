@@ -157,6 +157,17 @@ def config_with(**changes: Any) -> BenchmarkConfig:
     return Model.model_validate(document)
 
 
+def config_with_mesh(
+    mesh: str, existing: dict[str, Any] | None = None, **changes: Any
+) -> BenchmarkConfig:
+    """The packaged configuration with settings of ``meshes.<mesh>`` (and of the existing
+    environment) changed."""
+    document = yaml.safe_load((ROOT / "include/meshbench/benchmarks.yaml").read_text())
+    document["meshes"][mesh].update(changes)
+    document["environments"]["existing"].update(existing or {})
+    return BenchmarkConfig.model_validate(document)
+
+
 def context(config: BenchmarkConfig, mesh: str, environment: str = "existing") -> RunContext:
     return placeholder_context(config, environment, mesh)
 

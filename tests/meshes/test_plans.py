@@ -374,3 +374,122 @@ def test_kuma_from_2_6_allows_traffic_before_turning_on_mtls():
     assert mesh.detail.index("meshtrafficpermissions/allow-all") < mesh.detail.index(
         "PUT /meshes/default\n"
     )
+
+
+# ---------------------------------------------------------------- real-cluster defects
+
+
+def aws_plan(mesh: str):
+    from meshbench.config import load_config
+    from meshbench.registry import get_backend
+
+    from .conftest import context
+
+    config = load_config()
+    return get_backend(config, "aws", mesh).plan(context(config, mesh, "aws"))
+
+
+def test_aws_nsm_checks_storage_for_the_spire_claim_before_spire_is_applied():
+    plan = aws_plan("nsm")
+    steps = plan.steps
+    for role in ("client", "server"):
+        storage = index_of(
+            steps,
+            lambda s, r=role: (
+                s.cluster == r and "storage for the spire-server claim" in s.description
+            ),
+        )
+        apply = index_of(
+            steps,
+            lambda s, r=role: s.cluster == r and s.description.startswith("SPIRE: SPIRE for"),
+        )
+        assert storage < apply
+        assert "StorageClass" in steps[storage].detail
+        assert "default" in steps[storage].description
+    # The plan says at the top that EKS gives no default StorageClass.
+    assert any("aws-ebs-csi-driver" in w and "StorageClass" in w for w in plan.warnings)
+
+
+def test_nsm_spire_from_v1_14_pins_upstreams_untagged_postgres_image():
+    plan = aws_plan("nsm")  # the current profile: NSM 1.18.0
+    applies = [s for s in plan.steps if s.description.startswith("SPIRE: SPIRE for")]
+    assert len(applies) == 2
+    for step in applies:
+        kustomization = next(
+            d for d in documents(step.detail.split("\n", 2)[2]) if d.get("kind") == "Kustomization"
+        )
+        assert kustomization["images"] == [{"name": "postgres", "newTag": "17.6"}]
+        assert kustomization["resources"][0].endswith("?ref=v1.18.0")
+        assert "kubectl apply -k '<tmp>/spire'" in step.detail
+    # The study's v1.11.1 has neither the claim nor postgres: upstream's URL as before.
+    legacy = [s for s in plan_of("nsm").steps if s.description.startswith("SPIRE: SPIRE for")]
+    assert all("examples/spire/cluster" in s.detail and "?ref=v1.11.1'" in s.detail for s in legacy)
+    assert not [s for s in plan_of("nsm").steps if "spire-server claim" in s.description]
+
+
+def test_a_configured_spire_storage_class_is_patched_into_the_claim():
+    from meshbench.meshes.nsm import NsmInstaller
+
+    from .conftest import config_with_mesh
+
+    config = config_with_mesh("nsm", spire_storage_class="gp3")
+    files = {f.name: f.text for f in NsmInstaller(config).spire_files("server", "1.18.0")}
+    assert "patch-spire-data-storage-class.yaml" in files["spire/kustomization.yaml"]
+    import yaml
+
+    assert yaml.safe_load(files["spire/patch-spire-data-storage-class.yaml"]) == [
+        {
+            "op": "add",
+            "path": "/spec/volumeClaimTemplates/0/spec/storageClassName",
+            "value": "gp3",
+        }
+    ]
+
+
+def test_nsm_vpp_containers_get_no_cpu_limit_and_the_plan_says_why():
+    import yaml
+
+    steps = plan_of("nsm").steps
+    for file_name in ("nsm/patch-vpp-resources.yaml", "vl3/patch-vpp-resources.yaml"):
+        step = next(s for s in steps if f"# <tmp>/{file_name}" in s.detail)
+        text = step.detail.split(f"# <tmp>/{file_name}\n", 1)[1].split("\n# <tmp>/", 1)[0]
+        (op,) = yaml.safe_load(text)
+        assert op["path"] == "/spec/template/spec/containers/0/resources"
+        assert op["value"] == {
+            "requests": {"cpu": "1", "memory": "512Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+
+
+def test_aws_picks_the_metrics_server_release_for_its_kubernetes_version():
+    steps = aws_plan("baseline").steps
+    install = [s for s in steps if s.description.startswith("metrics API answers")]
+    assert len(install) == 2
+    assert all("metrics-server v0.9.0" in s.description for s in install)  # EKS 1.35
+    assert all("download/v0.9.0/components.yaml" in s.detail for s in install)
+    existing = [s for s in plan_of("istio").steps if s.description.startswith("metrics API")]
+    assert all("v0.7.2" in s.description for s in existing)  # existing: Kubernetes 1.28
+
+
+def test_istio_east_west_teardown_deletes_the_gateway_objects_and_checks_them_gone():
+    steps = plan_of("istio").steps
+    teardown = [
+        s
+        for s in steps
+        if s.phase.endswith(".uninstall_mesh")
+        and component_of(s.description) == "east-west gateway"
+    ]
+    assert not [s for s in teardown if "istioctl uninstall" in s.detail]
+    assert any("owning-resource=eastwest" in s.detail and "DELETE" in s.detail for s in teardown)
+    assert teardown[-1].description.endswith("nothing of istio-eastwestgateway is left")
+
+
+def test_istio_on_existing_clusters_warns_about_in_cluster_connections():
+    plan = plan_of("istio")
+    assert any("in_cluster" in w and "remote_api_servers" in w for w in plan.warnings)
+    from .conftest import config_with_mesh
+
+    quiet = config_with_mesh(
+        "istio", remote_api_servers={"client": "https://a:6443", "server": "https://b:6443"}
+    )
+    assert not [w for w in plan_of("istio", quiet).warnings if "in_cluster" in w]

@@ -19,7 +19,7 @@ from meshbench.meshes.istio import IstioInstaller
 from meshbench.meshes.kuma import KumaInstaller, filter_global_objects
 from meshbench.meshes.nsm import NsmInstaller
 
-from .conftest import FakePair, context
+from .conftest import FakePair, config_with, config_with_mesh, context
 
 CONFIG = load_config()
 CRD = "apiextensions.k8s.io/v1"
@@ -32,19 +32,28 @@ def with_timeouts(installer, seconds: float = 2.0):
     return installer
 
 
+# The labels istioctl puts on the east-west gateway's objects (its istio-ingress chart).
+EASTWEST_LABELS = {
+    "app": "istio-eastwestgateway",
+    "install.operator.istio.io/owning-resource": "eastwest",
+    "operator.istio.io/component": "IngressGateways",
+}
+
+
 def simulate_istioctl_install(pair: FakePair) -> None:
-    """What `istioctl install` would have created: istiod, the east-west gateway and its
-    LoadBalancer Service, and a CRD."""
+    """What `istioctl install` would have created: istiod, the east-west gateway (its
+    Deployment, LoadBalancer Service, ServiceAccount, Role and RoleBinding, labelled as the
+    chart labels them), and a CRD."""
     for api in pair.apis.values():
         for name, labels in (
             ("istiod", {"app": "istiod"}),
-            ("istio-eastwestgateway", {"app": "istio-eastwestgateway"}),
+            ("istio-eastwestgateway", EASTWEST_LABELS),
         ):
             api.apply(
                 {
                     "apiVersion": "apps/v1",
                     "kind": "Deployment",
-                    "metadata": {"name": name, "namespace": "istio-system"},
+                    "metadata": {"name": name, "namespace": "istio-system", "labels": labels},
                     "spec": {
                         "replicas": 1,
                         "selector": {"matchLabels": labels},
@@ -59,10 +68,30 @@ def simulate_istioctl_install(pair: FakePair) -> None:
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system"},
+                "metadata": {
+                    "name": "istio-eastwestgateway",
+                    "namespace": "istio-system",
+                    "labels": EASTWEST_LABELS,
+                },
                 "spec": {"type": "LoadBalancer", "ports": [{"port": 15443}]},
             }
         )
+        for api_version, kind, name in (
+            ("v1", "ServiceAccount", "istio-eastwestgateway-service-account"),
+            ("rbac.authorization.k8s.io/v1", "Role", "istio-eastwestgateway-sds"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding", "istio-eastwestgateway-sds"),
+        ):
+            api.apply(
+                {
+                    "apiVersion": api_version,
+                    "kind": kind,
+                    "metadata": {
+                        "name": name,
+                        "namespace": "istio-system",
+                        "labels": EASTWEST_LABELS,
+                    },
+                }
+            )
         api.apply(
             {
                 "apiVersion": CRD,
@@ -547,8 +576,260 @@ def test_a_failing_teardown_step_does_not_stop_the_others(fake_pair: FakePair, m
         run_ops(installer.uninstall_ops(ctx, 1), clusters)
     message = str(info.value)
     assert message.startswith("teardown: fail if any step above failed")
-    assert "4 teardown step(s) failed" in message  # east-west and control plane, 2 clusters
+    # istioctl uninstall --purge in both clusters (the east-west gateway is removed through
+    # the API, not by istioctl)
+    assert "2 teardown step(s) failed" in message
     assert "control plane: istioctl uninstall --purge" in message
     # The steps after the failed ones still ran: istio-system is gone in both clusters.
     for api in fake_pair.apis.values():
         assert ("v1", "Namespace", None, "istio-system") not in api.objects
+
+
+# ------------------------------------------------- defects a real cluster would show
+
+
+def test_istio_east_west_teardown_leaves_nothing_of_the_gateway_at_that_step(fake_pair: FakePair):
+    """istioctl 1.19's `uninstall -f eastwest.yaml` deletes only Pilot's manifest, which that
+    IstioOperator disables: the gateway must be gone after its own teardown step."""
+    installer = with_timeouts(IstioInstaller(CONFIG))
+    ctx = context(CONFIG, "istio")
+    with fake_pair.clusters() as clusters:
+        run_ops(installer.install_ops(ctx, 1), clusters)
+    simulate_istioctl_install(fake_pair)
+    eastwest = [
+        op
+        for op in installer.uninstall_ops(ctx, 1)
+        if op.step.description.startswith("east-west gateway:")
+    ]
+    with fake_pair.clusters() as clusters:
+        done = run_ops(eastwest, clusters)
+    for role, api in fake_pair.apis.items():
+        left = [
+            key
+            for key, obj in api.objects.items()
+            # (the gateway's pod goes with its Deployment on a real cluster; the fake has no
+            # garbage collector)
+            if key[2] == "istio-system"
+            and key[1] != "Pod"
+            and (obj["metadata"].get("labels") or {}).get("operator.istio.io/component")
+            == "IngressGateways"
+        ]
+        assert left == [], role
+        assert done[f"eastwest_left_{role}"] == "none left"
+        # The control plane is not the east-west step's to remove.
+        assert ("apps/v1", "Deployment", "istio-system", "istiod") in api.objects
+    assert sorted(done["eastwest_deleted_client"]) == [
+        "Deployment/istio-eastwestgateway",
+        "Role/istio-eastwestgateway-sds",
+        "RoleBinding/istio-eastwestgateway-sds",
+        "Service/istio-eastwestgateway",
+        "ServiceAccount/istio-eastwestgateway-service-account",
+    ]
+
+
+def test_istio_refuses_a_remote_secret_for_an_in_cluster_connection(fake_pair: FakePair):
+    from meshbench.kube.access import KubeconfigAccess
+    from meshbench.kube.cluster import Clusters
+
+    from .conftest import kubeconfig
+
+    class InClusterAccess(KubeconfigAccess):
+        def describe(self):
+            return {**super().describe(), "kubeconfig_source": "in_cluster"}
+
+    def clusters_with_server_in_cluster() -> Clusters:
+        accesses = {
+            "client": KubeconfigAccess("client", kubeconfig("client-ctx"), "test"),
+            "server": InClusterAccess("server", kubeconfig("server-ctx"), "test"),
+        }
+        return Clusters(
+            accesses,
+            fake_pair.runner,
+            lambda access, path: fake_pair.apis[access.role],
+            poll_interval=0.01,
+        )
+
+    for api in fake_pair.apis.values():
+        api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
+
+    def remote_secret_ops(installer: IstioInstaller, ctx):
+        return [
+            op
+            for op in installer.install_ops(ctx, 1)
+            if op.step.description.startswith("remote secrets:")
+        ]
+
+    installer = with_timeouts(IstioInstaller(CONFIG))
+    ctx = context(CONFIG, "istio")
+    with (
+        clusters_with_server_in_cluster() as clusters,
+        pytest.raises(StepFailed, match=r"in_cluster.*meshes\.istio\.remote_api_servers\.server"),
+    ):
+        run_ops(remote_secret_ops(installer, ctx), clusters)
+    assert not [c for c in fake_pair.calls("istioctl") if c["context"] == "server-ctx"]
+
+    # With the server's API address as the client cluster reaches it, the secret is made.
+    configured = config_with_mesh("istio", remote_api_servers={"server": "https://203.0.113.5"})
+    installer = with_timeouts(IstioInstaller(configured))
+    with clusters_with_server_in_cluster() as clusters:
+        run_ops(remote_secret_ops(installer, context(configured, "istio")), clusters)
+    (call,) = [c for c in fake_pair.calls("istioctl") if c["context"] == "server-ctx"]
+    assert "--server=https://203.0.113.5" in call["argv"]
+
+
+def nsm_current():
+    """NSM 1.18.0 (the current profile), whose SPIRE claims a volume."""
+    config = config_with(version_profile="current", kubernetes_version="1.32")
+    installer = with_timeouts(NsmInstaller(config))
+    installer.dns_interval = 0.01
+    return installer, context(config, "nsm")
+
+
+def storage_class(name: str, default: bool) -> dict:
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "annotations": annotations},
+        "provisioner": "ebs.csi.aws.com",
+    }
+
+
+def test_nsm_spire_is_not_applied_where_its_claim_has_no_storage(
+    fake_pair: FakePair, tmp_path: Path, monkeypatch
+):
+    log = tmp_path / "kubectl.jsonl"
+    monkeypatch.setenv("MESHBENCH_FAKE_KUBECTL_LOG", str(log))
+    installer, ctx = nsm_current()
+    spire = next(c for c in installer.pair_components(ctx) if c.name == "SPIRE")
+    server_ops = [op for op in spire.install if op.step.cluster == "server"]
+    # EKS from 1.30: gp2 exists but is not the default.
+    fake_pair.apis["server"].apply(storage_class("gp2", default=False))
+    with (
+        fake_pair.clusters() as clusters,
+        pytest.raises(StepFailed, match=r"no default StorageClass.*spire-data.*gp2"),
+    ):
+        run_ops(server_ops, clusters)
+    assert not log.exists()  # kubectl apply -k of SPIRE never ran
+
+    fake_pair.apis["server"].apply(storage_class("gp3", default=True))
+    storage = [
+        op for op in server_ops if "storage for the spire-server claim" in op.step.description
+    ]
+    with fake_pair.clusters() as clusters:
+        found = run_ops(storage, clusters)
+    assert found["spire_storage_class_server"] == "gp3 (default)"
+
+
+def test_nsm_a_configured_spire_storage_class_must_exist(fake_pair: FakePair):
+    config = config_with_mesh(
+        "nsm",
+        existing={"version_profile": "current", "kubernetes_version": "1.32"},
+        spire_storage_class="fast-ssd",
+    )
+    installer = with_timeouts(NsmInstaller(config))
+    ctx = context(config, "nsm")
+    assert ctx.mesh_version == "1.18.0"
+    storage = [
+        op
+        for op in next(c for c in installer.pair_components(ctx) if c.name == "SPIRE").install
+        if "storage for the spire-server claim" in op.step.description
+    ]
+    fake_pair.apis["client"].apply(storage_class("gp3", default=True))
+    with (
+        fake_pair.clusters() as clusters,
+        pytest.raises(StepFailed, match=r"no StorageClass 'fast-ssd'.*StorageClasses there: gp3"),
+    ):
+        run_ops(storage, clusters)
+
+
+def test_nsm_waits_for_a_fresh_load_balancer_hostname_to_resolve(fake_pair: FakePair, monkeypatch):
+    """A new ELB has a hostname before it resolves; CoreDNS needs its address."""
+    import socket
+
+    from meshbench.meshes import nsm
+
+    seed_dns(fake_pair)
+    for role, api in fake_pair.apis.items():
+        api.lb_address, api.lb_hostname = None, f"{role}-dns.elb.example"
+    answers = {"client-dns.elb.example": "203.0.113.11", "server-dns.elb.example": "203.0.113.22"}
+    tries: dict[str, int] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        tries[host] = tries.get(host, 0) + 1
+        if tries[host] <= 2:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(nsm.socket, "getaddrinfo", getaddrinfo)
+    installer = with_timeouts(NsmInstaller(CONFIG))
+    installer.dns_interval = 0.01
+    ctx = context(CONFIG, "nsm")
+    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
+    with fake_pair.clusters() as clusters:
+        run_ops(dns.install, clusters)
+    client = fake_pair.apis["client"].objects[("v1", "ConfigMap", "kube-system", "coredns")]
+    assert "forward . 203.0.113.22:53 {" in client["data"]["Corefile"]
+    assert tries == {"server-dns.elb.example": 3, "client-dns.elb.example": 3}
+
+
+def set_up_interdomain_dns(pair: FakePair):
+    """prepare_pair's interdomain DNS steps, run against the fake pair."""
+    seed_dns(pair)
+    installer = with_timeouts(NsmInstaller(CONFIG))
+    ctx = context(CONFIG, "nsm")
+    dns = next(c for c in installer.pair_components(ctx) if c.name == "interdomain DNS")
+    with pair.clusters() as clusters:
+        run_ops(dns.install, clusters)
+    return installer, ctx, dns
+
+
+def test_nsm_probes_the_edited_corefile_from_a_pod_until_it_answers(
+    fake_pair: FakePair, tmp_path: Path, monkeypatch
+):
+    log = tmp_path / "kubectl.jsonl"
+    monkeypatch.setenv("MESHBENCH_FAKE_KUBECTL_LOG", str(log))
+    installer, _ctx, dns = set_up_interdomain_dns(fake_pair)
+    runs = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    probes = [argv for argv in runs if argv[:1] == ["run"]]
+    assert len(probes) == 2
+    scripts = sorted(argv[-1] for argv in probes)
+    assert "getent hosts exposed-kube-dns.kube-system.my.cluster1" in scripts[0]
+    assert "getent hosts exposed-kube-dns.kube-system.my.cluster2" in scripts[1]
+    for argv in probes:
+        assert {"--rm", "--restart=Never", "--image=nginx:1.23.3"} <= set(argv)
+        # Bounded: the probe timeout in tries of the interval.
+        assert f"seq {int(installer.timeouts.probe // installer.dns_interval)}" in argv[-1]
+    # The probes come after both Corefiles were edited.
+    edits = [
+        i for i, op in enumerate(dns.install) if "keep the original Corefile" in op.step.description
+    ]
+    probe_ops = [
+        i for i, op in enumerate(dns.install) if "probed from a pod" in op.step.description
+    ]
+    assert max(edits) < min(probe_ops)
+
+    monkeypatch.setenv("MESHBENCH_FAKE_KUBECTL_FAIL_VERB", "run")
+    with fake_pair.clusters() as clusters, pytest.raises(StepFailed, match="dns-probe"):
+        run_ops([dns.install[probe_ops[0]]], clusters)
+
+
+def test_nsm_repins_a_moved_dns_address_before_an_iteration(fake_pair: FakePair, monkeypatch):
+    installer, ctx, _dns = set_up_interdomain_dns(fake_pair)
+    preflight = next(c for c in installer.components(ctx, 1) if c.name == "preflight")
+    with fake_pair.clusters() as clusters:
+        unchanged = run_ops(preflight.install, clusters)
+    assert unchanged["coredns_pinned_client"] == "my.cluster1 -> 198.18.0.22 (unchanged)"
+
+    fake_pair.apis["server"].lb_address = "198.18.0.99"  # the server's DNS load balancer moved
+    with fake_pair.clusters() as clusters:
+        moved = run_ops(preflight.install, clusters)
+    assert moved["coredns_pinned_client"] == "my.cluster1 moved 198.18.0.22 -> 198.18.0.99"
+    assert moved["coredns_pinned_server"] == "my.cluster2 -> 198.18.0.11 (unchanged)"
+    corefile = fake_pair.apis["client"].objects[("v1", "ConfigMap", "kube-system", "coredns")]
+    text = corefile["data"]["Corefile"]
+    assert "forward . 198.18.0.99:53 {" in text and "198.18.0.22" not in text
+    assert text.count(coredns.MARKER) == 2  # re-edited from the kept original, not stacked

@@ -1522,6 +1522,12 @@ def build_backend(
 
     runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
     provider = AwsProvider(config, runner=runner, api_factory=api_factory)
+    options.setdefault(
+        "metrics_server",
+        config.kubernetes.metrics_server.for_kubernetes(
+            config.environment("aws").kubernetes_version
+        ),
+    )
     return build_provisioned_backend(
         config, mesh, provider, runner=runner, api_factory=api_factory, **options
     )

@@ -941,7 +941,9 @@ def build_backend(
     runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
     options.setdefault(
         "metrics_server",
-        config.kubernetes.metrics_server.model_copy(update={"kubelet_insecure_tls": True}),
+        config.kubernetes.metrics_server.for_kubernetes(
+            config.environment("capi").kubernetes_version
+        ).model_copy(update={"kubelet_insecure_tls": True}),
     )
     provider = CapiProvider(config, runner=runner, api_factory=api_factory)
     return build_provisioned_backend(

@@ -167,6 +167,12 @@ def build_backend(
     world (a fake kubectl, a fake API) without touching the rest."""
     runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
     source = ExistingClusters(config, runner=runner, api_factory=api_factory)
+    options.setdefault(
+        "metrics_server",
+        config.kubernetes.metrics_server.for_kubernetes(
+            config.environment("existing").kubernetes_version
+        ),
+    )
     return KubernetesBackend(
         config,
         source,

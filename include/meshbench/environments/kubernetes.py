@@ -201,7 +201,8 @@ class KubernetesBackend(Backend):
                     "prepare_pair",
                     role,
                     "api",
-                    f"metrics API answers (install metrics-server {settings.version} if missing)",
+                    f"metrics API answers (install metrics-server "
+                    f"{settings.version or 'for the cluster version'} if missing)",
                     ensure,
                     detail,
                 )

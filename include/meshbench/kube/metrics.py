@@ -63,8 +63,16 @@ def metrics_api_state(api: KubeApi) -> Readiness:
 
 
 def install_commands(settings: MetricsServerSettings) -> list[list[str]]:
-    """The kubectl argument lists that install metrics-server (for the plan and the run)."""
-    commands = [["apply", "--server-side", "-f", components_url(settings.version)]]
+    """The kubectl argument lists that install metrics-server (for the plan and the run).
+    Without a ``version`` (the environment names no Kubernetes version) the plan shows
+    the choice the run makes from the cluster's version."""
+    chosen = (
+        settings.version
+        or "<"
+        + ", ".join(f"{release} from {minor}" for minor, release in settings.releases.items())
+        + " by the cluster's Kubernetes version>"
+    )
+    commands = [["apply", "--server-side", "-f", components_url(chosen)]]
     if settings.kubelet_insecure_tls:
         patch = (
             '[{"op":"add","path":"/spec/template/spec/containers/0/args/-",'
@@ -93,6 +101,10 @@ def ensure_metrics_server(
     Installs the pinned release only when the APIService is missing and the settings allow
     it; an APIService that exists but is not Available is waited for, never reinstalled.
     """
+    if not settings.version:
+        settings = settings.model_copy(
+            update={"version": settings.release_for(cluster.api.server_version())}
+        )
     present = cluster.api.get("apiregistration.k8s.io/v1", "APIService", METRICS_APISERVICE)
     outcome = "present"
     if present is None:

@@ -44,6 +44,7 @@ from meshbench.meshes.common import (
     CliFile,
     Component,
     ComponentMeshInstaller,
+    api_wait_op,
     at_least,
     cli_op,
     managed_labels,
@@ -78,6 +79,27 @@ EASTWEST_PORTS = (
 )
 CROSS_NETWORK_PORT = 15443
 ISTIOCTL = "istioctl"
+# Labels istioctl puts on every object of the east-west gateway (IstioOperator "eastwest",
+# component IngressGateways): manifests/charts/gateways/istio-ingress/templates at 1.19.3
+# and 1.30.3. `istioctl uninstall -f` cannot remove them in 1.19: without --purge its
+# DeleteControlPlaneByManifests keeps only Pilot's manifest, which this operator disables.
+EASTWEST_OPERATOR = "eastwest"
+EASTWEST_SELECTOR = (
+    f"install.operator.istio.io/owning-resource={EASTWEST_OPERATOR},"
+    "operator.istio.io/component=IngressGateways"
+)
+# The namespaced kinds istioctl 1.30's uninstall prunes (operator/pkg/uninstall/prune.go
+# NamespacedResources) that the gateway chart renders, plus its optional NetworkPolicy.
+EASTWEST_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
 
 
 def gateway_service_settings(load_balancer: LoadBalancerPolicy) -> dict[str, Any]:
@@ -99,6 +121,49 @@ def remote_secret_name(cluster_name: str) -> str:
 def gateway_api_version(version: str) -> str:
     """``networking.istio.io/v1`` exists from 1.22; the 1.19 samples use v1alpha3."""
     return "networking.istio.io/v1" if at_least(version, "1.22") else "networking.istio.io/v1alpha3"
+
+
+def eastwest_objects(cluster: KubeCluster) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of what is left of the east-west gateway."""
+    return [
+        (api_version, kind, item["metadata"]["name"])
+        for api_version, kind in EASTWEST_KINDS
+        for item in cluster.api.list(
+            api_version, kind, namespace=ISTIO_NAMESPACE, label_selector=EASTWEST_SELECTOR
+        )
+        if not (item.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def eastwest_gone_state(cluster: KubeCluster) -> Readiness:
+    left = eastwest_objects(cluster)
+    pending = tuple(f"{kind} {ISTIO_NAMESPACE}/{name} is left" for _, kind, name in left)
+    return Readiness(not left, pending, "none left")
+
+
+def delete_eastwest_op(step_phase: str, role: str) -> Op:
+    def action(clusters: Clusters) -> dict[str, Any]:
+        cluster = clusters[role]
+        deleted = [
+            f"{kind}/{name}"
+            for api_version, kind, name in eastwest_objects(cluster)
+            if cluster.delete(api_version, kind, name, ISTIO_NAMESPACE)
+        ]
+        return {f"eastwest_deleted_{role}": deleted}
+
+    kinds = ", ".join(kind for _, kind in EASTWEST_KINDS)
+    return call_op(
+        step_phase,
+        role,
+        "api",
+        step_text(
+            "east-west gateway",
+            f"delete the objects istioctl made for {EASTWEST} (IstioOperator "
+            f"{EASTWEST_OPERATOR}); `istioctl uninstall -f` removes none of them in 1.19",
+        ),
+        action,
+        f"LIST {kinds} in {ISTIO_NAMESPACE} with labels {EASTWEST_SELECTOR}; DELETE each",
+    )
 
 
 def parse_client_version(output: str) -> str | None:
@@ -242,7 +307,7 @@ class IstioInstaller(ComponentMeshInstaller):
         return {
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
-            "metadata": {"name": "eastwest", "namespace": ISTIO_NAMESPACE},
+            "metadata": {"name": EASTWEST_OPERATOR, "namespace": ISTIO_NAMESPACE},
             "spec": {
                 "profile": "empty",
                 "components": {
@@ -447,15 +512,7 @@ class IstioInstaller(ComponentMeshInstaller):
                 )
             )
             eastwest_part.uninstall += [
-                cli_op(
-                    uninstall,
-                    role,
-                    step_text("east-west gateway", f"istioctl uninstall of {EASTWEST}"),
-                    ISTIOCTL,
-                    ["uninstall", "-y", "-f", "{dir}/eastwest.yaml"],
-                    timeout,
-                    files=[eastwest_file],
-                ),
+                delete_eastwest_op(uninstall, role),
                 delete_op(
                     uninstall,
                     role,
@@ -468,6 +525,16 @@ class IstioInstaller(ComponentMeshInstaller):
                         "east-west gateway",
                         f"Service {EASTWEST} is gone (its cloud load balancer with it)",
                     ),
+                ),
+                api_wait_op(
+                    uninstall,
+                    role,
+                    step_text("east-west gateway", f"nothing of {EASTWEST} is left"),
+                    eastwest_gone_state,
+                    self.timeouts.namespace_deletion,
+                    f"LIST the kinds above with labels {EASTWEST_SELECTOR} in "
+                    f"{ISTIO_NAMESPACE}: none left; up to {self.timeouts.namespace_deletion:g}s",
+                    record_as=f"eastwest_left_{role}",
                 ),
             ]
             gateway_part.install.append(
@@ -587,6 +654,14 @@ class IstioInstaller(ComponentMeshInstaller):
             args.append(f"--server={server}")
 
         def action(clusters: Clusters) -> dict[str, Any]:
+            source = clusters.access(described).describe().get("kubeconfig_source")
+            if source == "in_cluster" and not server:
+                raise StepFailed(
+                    f"the {described} cluster is reached in_cluster: its remote secret would "
+                    f"carry the in-cluster API address, which the {target} cluster's istiod "
+                    f"cannot reach; set meshes.istio.remote_api_servers.{described} to its API "
+                    f"server URL as the {target} cluster reaches it"
+                )
             result = clusters[described].run(
                 ISTIOCTL, args, timeout=self.timeouts.command, secret_output=True
             )
@@ -624,8 +699,14 @@ class IstioInstaller(ComponentMeshInstaller):
             ),
             action,
             f"[{described}] istioctl {' '.join(args)}   (output is a credential: never logged)\n"
-            f"check: one Secret named {secret}, label {REMOTE_SECRET_LABEL}=true, data key {name}\n"
-            f"[{target}] server-side apply of that output",
+            + (
+                ""
+                if server
+                else f"refused if the {described} connection uses in_cluster (set "
+                f"meshes.istio.remote_api_servers.{described})\n"
+            )
+            + f"check: one Secret named {secret}, label {REMOTE_SECRET_LABEL}=true, data key "
+            f"{name}\n[{target}] server-side apply of that output",
         )
 
     # ------------------------------------------------------------------ readiness
@@ -800,8 +881,16 @@ class IstioInstaller(ComponentMeshInstaller):
         return [inventory.remove_op("delete_clusters", role, ctx) for role in ROLES]
 
     def warnings(self, ctx: RunContext) -> list[str]:
-        found = support_check(self.config, ctx, self.name).warning()
-        return [found] if found else []
+        found = [support_check(self.config, ctx, self.name).warning()]
+        unset = [role for role in ROLES if role not in self.settings.remote_api_servers]
+        if ctx.environment == "existing" and unset:
+            found.append(
+                f"a connection that uses in_cluster gives istioctl create-remote-secret the "
+                f"in-cluster API address, which the other cluster cannot reach: the remote "
+                f"secret step refuses such a connection unless meshes.istio.remote_api_servers "
+                f"names its API server ({', '.join(unset)} not set)"
+            )
+        return [warning for warning in found if warning]
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
         return {

@@ -32,6 +32,8 @@ that times out fails the iteration (the study ignored its failed waits).
 
 from __future__ import annotations
 
+import re
+import shlex
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +46,14 @@ from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.load_balancers import policy_patch_op
 from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, apply_op, call_op, delete_op, wait_op
-from meshbench.kube.waits import Readiness, load_balancer_state, pod_is_ready, pod_problems
+from meshbench.kube.redact import format_command
+from meshbench.kube.waits import (
+    Readiness,
+    load_balancer_state,
+    pod_is_ready,
+    pod_problems,
+    wait_for,
+)
 from meshbench.meshes import coredns, inventory
 from meshbench.meshes.common import (
     ROLES,
@@ -99,6 +108,31 @@ VL3_APPS = ("nse-vl3-vpp", "vl3-ipam")
 NSC_CONTAINER = "cmd-nsc"
 INTERFACE = "nsm-1"
 PAIR_KEY = "before-prepare-pair"
+# From deployments-k8s v1.12.0 (e541301, #10287) examples/spire/base/server-statefulset.yaml
+# claims a 1Gi ReadWriteOnce volume spire-data (no storage class) for /run/spire/data.
+SPIRE_CLAIM_FROM = "1.12"
+SPIRE_CLAIM = "spire-data"
+# From v1.14.0 (9de8cac, #12120) examples/spire/cluster1|2 add ../postgres, whose
+# Deployment uses `image: postgres` (no tag).
+SPIRE_POSTGRES_FROM = "1.14"
+DEFAULT_CLASS_ANNOTATIONS = (
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+)
+# A name CoreDNS in cluster X answers only once the edited Corefile is live: the peer's
+# exposed kube-dns, forwarded to the peer and answered there by k8s_external.
+DNS_PROBE_INTERVAL = 5
+VPP_PATCH = "patch-vpp-resources.yaml"
+# Why the VPP containers get no CPU limit by default (meshes.nsm.vpp_cpu_limit).
+VPP_CPU_LIMIT_REASON = (
+    "VPP busy-polls under load: NSM sets its interfaces to adaptive rx mode "
+    "(cmd-forwarder-vpp v1.18.0 internal/vppinit/vppinit.go for the AF_XDP uplink, sdk-vpp "
+    "kerneltap and memifrxmode for the pods' interfaces), which polls while packets flow, "
+    "and vpphelper's vpp.conf starts only VPP's main thread (no workers, no poll-sleep). "
+    "A VPP container under load so sits at one core whatever its limit, and the rule that "
+    "fails a run at 90% of a CPU limit would fail every NSM run; without a limit the main "
+    "thread still uses at most one core, the proxies' limit"
+)
 # Names in the vl3 network: <dnsName label>.<network service> (upstream's vl3-dns example).
 DNS_TEMPLATE = '{{ index .Labels "dnsName" }}.{{ .NetworkService }}.'
 
@@ -135,21 +169,55 @@ def pods_all_ready(api: Any, namespace: str, required_apps: Sequence[str]) -> Re
     return Readiness(not pending, tuple(pending), len(pods))
 
 
-def resolve_ipv4(address: str) -> str:
+def resolution_state(address: str) -> Readiness:
     """CoreDNS ``forward`` takes addresses, not names: AWS load balancers have hostnames
-    (upstream resolves them with dig). Their addresses can change; see the docs."""
+    (upstream resolves them with dig), and a fresh ELB name takes minutes to resolve. The
+    value is the IPv4 address (an address is its own)."""
     try:
         socket.inet_aton(address)
-        return address
+        return Readiness(True, value=address)
     except OSError:
         pass
     if ":" in address:
-        return address
+        return Readiness(True, value=address)
     try:
         found = socket.getaddrinfo(address, 53, socket.AF_INET, socket.SOCK_STREAM)
     except OSError as exc:
-        raise StepFailed(f"cannot resolve the peer's DNS load balancer {address}: {exc}") from None
-    return str(found[0][4][0])
+        return Readiness(False, (f"{address} does not resolve yet: {exc}",))
+    return Readiness(True, value=str(found[0][4][0]))
+
+
+def resolve_ipv4(address: str, timeout: float, interval: float = DNS_PROBE_INTERVAL) -> str:
+    """``address`` as an IPv4 address, retried until it resolves or ``timeout`` passes."""
+    return str(
+        wait_for(
+            lambda: resolution_state(address),
+            what=f"the peer's DNS load balancer {address} resolves",
+            timeout=timeout,
+            interval=interval,
+        )
+    )
+
+
+def pinned_forward_address(corefile: str, peer_cluster: str) -> str | None:
+    """The address the edited Corefile forwards ``my.<peer>`` to (None if not edited)."""
+    match = re.search(
+        rf"(?m)^{re.escape(coredns.domain(peer_cluster))}:53 \{{.*\n\s*forward \. (\S+):53",
+        corefile,
+    )
+    return match.group(1).strip("[]") if match else None
+
+
+def corefile_and_kept(cluster: KubeCluster, saved: str) -> tuple[str, dict[str, Any] | None]:
+    """The cluster's live Corefile, and the ConfigMap keeping its original (if any)."""
+    current = coredns.corefile_of(
+        cluster.api.get("v1", "ConfigMap", coredns.COREDNS_CONFIGMAP, coredns.COREDNS_NAMESPACE)
+    )
+    return current, cluster.api.get("v1", "ConfigMap", saved, coredns.COREDNS_NAMESPACE)
+
+
+def probe_name(cluster: str) -> str:
+    return f"{EXPOSED_DNS}.{coredns.COREDNS_NAMESPACE}.{coredns.domain(cluster)}"
 
 
 class NsmInstaller(ComponentMeshInstaller):
@@ -159,6 +227,7 @@ class NsmInstaller(ComponentMeshInstaller):
         super().__init__(config)
         self.settings: NsmMesh = config.meshes.nsm
         self.timeouts = config.kubernetes.timeouts
+        self.dns_interval: float = DNS_PROBE_INTERVAL  # between resolution and probe tries
 
     # ------------------------------------------------------------------ upstream
     def url(self, path: str, version: str) -> str:
@@ -166,6 +235,48 @@ class NsmInstaller(ComponentMeshInstaller):
 
     def spire_url(self, role: str, version: str) -> str:
         return self.url(f"examples/spire/{NSM_CLUSTER[role]}", version)
+
+    def spire_files(self, role: str, version: str) -> list[CliFile]:
+        """Upstream's examples/spire/clusterN with what it leaves open made explicit: the
+        storage class of the spire-data claim (when one is configured) and the tag of the
+        postgres image. Empty before v1.12: upstream's URL is applied as it is."""
+        if not at_least(version, SPIRE_CLAIM_FROM):
+            return []
+        kustomization: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [self.spire_url(role, version)],
+        }
+        files: list[CliFile] = []
+        if self.settings.spire_storage_class:
+            kustomization["patches"] = [
+                {
+                    "path": "patch-spire-data-storage-class.yaml",
+                    "target": {"group": "apps", "kind": "StatefulSet", "name": "spire-server"},
+                }
+            ]
+            patch = [
+                {
+                    "op": "add",
+                    "path": "/spec/volumeClaimTemplates/0/spec/storageClassName",
+                    "value": self.settings.spire_storage_class,
+                }
+            ]
+            files.append(
+                CliFile(
+                    "spire/patch-spire-data-storage-class.yaml",
+                    yaml.safe_dump(patch, sort_keys=False),
+                )
+            )
+        if at_least(version, SPIRE_POSTGRES_FROM):
+            kustomization["images"] = [
+                {"name": "postgres", "newTag": self.settings.spire_postgres_tag}
+            ]
+        return [CliFile("spire/kustomization.yaml", render([kustomization])), *files]
+
+    def spire_kustomize_args(self, role: str, version: str) -> tuple[str, list[CliFile]]:
+        files = self.spire_files(role, version)
+        return ("{dir}/spire" if files else self.spire_url(role, version)), files
 
     # ------------------------------------------------------------------ manifests
     def cluster_spiffe_ids(self, ctx: RunContext, role: str, version: str) -> list[dict[str, Any]]:
@@ -223,6 +334,27 @@ class NsmInstaller(ComponentMeshInstaller):
     def _proxy_resources(self) -> dict[str, Any]:
         return resources_record(self.config.kubernetes.proxy_resources)
 
+    def vpp_resources(self) -> dict[str, Any]:
+        """The proxies' resources, except the CPU limit (VPP_CPU_LIMIT_REASON)."""
+        resources = self._proxy_resources()
+        if self.settings.vpp_cpu_limit:
+            resources["limits"]["cpu"] = self.settings.vpp_cpu_limit
+        else:
+            del resources["limits"]["cpu"]
+        return resources
+
+    def vpp_resources_patch(self, folder: str) -> CliFile:
+        """A JSON patch replacing the VPP container's whole ``resources`` (a strategic merge
+        would keep upstream's CPU limit): each of these pods has one container."""
+        patch = [
+            {
+                "op": "add",
+                "path": "/spec/template/spec/containers/0/resources",
+                "value": self.vpp_resources(),
+            }
+        ]
+        return CliFile(f"{folder}/{VPP_PATCH}", yaml.safe_dump(patch, sort_keys=False))
+
     def _federation_patch(self, deployment: str, role: str) -> dict[str, Any]:
         return {
             "apiVersion": "apps/v1",
@@ -240,8 +372,6 @@ class NsmInstaller(ComponentMeshInstaller):
     def nsm_kustomization(self, ctx: RunContext, role: str, version: str) -> list[CliFile]:
         forwarder_container: dict[str, Any] = {
             "name": "forwarder-vpp",
-            # The forwarders carry every packet: same resources as every mesh's proxies.
-            "resources": self._proxy_resources(),
         }
         if self.settings.inter_node_mechanism == "ipsec":
             forwarder_container["env"] = [{"name": "NSM_MECHANISM_PRIORITY", "value": "ipsec"}]
@@ -278,6 +408,12 @@ class NsmInstaller(ComponentMeshInstaller):
                     "path": "patch-registry-service.yaml",
                     "target": {"version": "v1", "kind": "Service", "name": "registry"},
                 },
+                {
+                    # The forwarders carry every packet: the proxies' resources, but the
+                    # CPU limit (VPP_CPU_LIMIT_REASON).
+                    "path": VPP_PATCH,
+                    "target": {"group": "apps", "kind": "DaemonSet", "name": "forwarder-vpp"},
+                },
             ],
         }
         namespace = {
@@ -296,6 +432,7 @@ class NsmInstaller(ComponentMeshInstaller):
                     sort_keys=False,
                 ),
             ),
+            self.vpp_resources_patch("nsm"),
         ]
         return files
 
@@ -323,7 +460,6 @@ class NsmInstaller(ComponentMeshInstaller):
                                         "value": DNS_TEMPLATE,
                                     },
                                 ],
-                                "resources": self._proxy_resources(),
                             }
                         ]
                     }
@@ -359,7 +495,14 @@ class NsmInstaller(ComponentMeshInstaller):
                 self.url("apps/nse-vl3-vpp", version),
                 self.url("apps/vl3-ipam", version),
             ],
-            "patches": [{"path": "patch-nse.yaml"}, {"path": "patch-ipam.yaml"}],
+            "patches": [
+                {"path": "patch-nse.yaml"},
+                {"path": "patch-ipam.yaml"},
+                {
+                    "path": VPP_PATCH,
+                    "target": {"group": "apps", "kind": "Deployment", "name": "nse-vl3-vpp"},
+                },
+            ],
         }
         namespace = {
             "apiVersion": "v1",
@@ -372,6 +515,7 @@ class NsmInstaller(ComponentMeshInstaller):
             CliFile("vl3/network-service.yaml", render([self.network_service(ctx)])),
             CliFile("vl3/patch-nse.yaml", render([nse_patch])),
             CliFile("vl3/patch-ipam.yaml", render([ipam_patch])),
+            self.vpp_resources_patch("vl3"),
         ]
 
     # ------------------------------------------------------------------ per pair
@@ -429,12 +573,7 @@ class NsmInstaller(ComponentMeshInstaller):
 
         def action(clusters: Clusters) -> dict[str, Any]:
             cluster = clusters[role]
-            current = coredns.corefile_of(
-                cluster.api.get(
-                    "v1", "ConfigMap", coredns.COREDNS_CONFIGMAP, coredns.COREDNS_NAMESPACE
-                )
-            )
-            kept = cluster.api.get("v1", "ConfigMap", saved, coredns.COREDNS_NAMESPACE)
+            current, kept = corefile_and_kept(cluster, saved)
             if coredns.MARKER in current:
                 if kept is None:
                     raise StepFailed(
@@ -449,7 +588,7 @@ class NsmInstaller(ComponentMeshInstaller):
             )
             if not state.ready:
                 raise StepFailed("; ".join(state.pending))
-            peer_ip = resolve_ipv4(str(state.value))
+            peer_ip = resolve_ipv4(str(state.value), self.timeouts.load_balancer, self.dns_interval)
             cluster.apply(
                 [
                     coredns.coredns_config_map(
@@ -474,7 +613,120 @@ class NsmInstaller(ComponentMeshInstaller):
             f"kube-system/{saved}\nadd to the '.:53' block:   k8s_external {coredns.domain(own)}\n"
             f"append:   {coredns.domain(peer)}:53 {{ forward . <{other(role)} {EXPOSED_DNS} "
             f"address>:53 {{ force_tcp }} }}\n(a hostname is resolved to an IPv4 address on the "
-            f"worker)",
+            f"worker, retried every {self.dns_interval:g}s for up to "
+            f"{self.timeouts.load_balancer:g}s)",
+        )
+
+    def dns_probe_command(self, ctx: RunContext, role: str) -> list[str]:
+        """kubectl arguments: a pod (nginx's image, which has getent) asks the cluster's
+        CoreDNS for the peer's exposed kube-dns until it answers: only an edited Corefile
+        that CoreDNS has reloaded forwards that name (``reload`` checks every 30s)."""
+        name = probe_name(NSM_CLUSTER[other(role)])
+        tries = max(1, int(self.timeouts.probe // self.dns_interval))
+        script = (
+            f"for i in $(seq {tries}); do getent hosts {name} && exit 0; "
+            f"sleep {self.dns_interval:g}; done; echo {shlex.quote(name)} never answered >&2; "
+            f"exit 1"
+        )
+        return [
+            "run",
+            f"{ctx.resource_prefix}-dns-probe",
+            "--namespace",
+            coredns.COREDNS_NAMESPACE,
+            "--rm",
+            "--attach",
+            "--quiet",
+            "--restart=Never",
+            f"--image={self.config.kubernetes.nginx.image}",
+            "--labels=" + ",".join(f"{k}={v}" for k, v in managed_labels(ctx).items()),
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]
+
+    def _probe_dns(self, ctx: RunContext, cluster: KubeCluster, role: str) -> str:
+        args = self.dns_probe_command(ctx, role)
+        # A probe pod left by an interrupted try would make `kubectl run` fail.
+        cluster.kubectl(
+            "delete", "pod", args[1], "--namespace", coredns.COREDNS_NAMESPACE,
+            "--ignore-not-found", "--wait=true", timeout=self.timeouts.command,
+        )  # fmt: skip
+        result = cluster.kubectl(*args, timeout=self.timeouts.probe + self.timeouts.command)
+        answer = result.stdout.strip().splitlines()
+        return answer[-1] if answer else "answered"
+
+    def _dns_probe_op(self, ctx: RunContext, step_phase: str, role: str) -> Op:
+        args = self.dns_probe_command(ctx, role)
+
+        def action(clusters: Clusters) -> dict[str, Any]:
+            return {f"dns_probe_{role}": self._probe_dns(ctx, clusters[role], role)}
+
+        return call_op(
+            step_phase,
+            role,
+            "command",
+            step_text(
+                "interdomain DNS",
+                f"CoreDNS answers {probe_name(NSM_CLUSTER[other(role)])} (the edited Corefile "
+                f"is live), probed from a pod",
+            ),
+            action,
+            format_command(
+                ["kubectl", "delete", "pod", args[1], "-n", "kube-system", "--ignore-not-found"]
+            )
+            + "\n"
+            + format_command(["kubectl", *args])
+            + f"\nup to {self.timeouts.probe:g}s, then the step fails",
+        )
+
+    def _pinned_address_op(self, ctx: RunContext, step_phase: str, role: str) -> Op:
+        """The peer's DNS load balancer may have new addresses since prepare_pair pinned
+        one in the Corefile: re-resolve it, and re-pin (and probe) when it moved."""
+        saved = self.saved_corefile_name(ctx)
+        own, peer = NSM_CLUSTER[role], NSM_CLUSTER[other(role)]
+
+        def action(clusters: Clusters) -> dict[str, Any]:
+            cluster = clusters[role]
+            current, kept = corefile_and_kept(cluster, saved)
+            pinned = pinned_forward_address(current, peer)
+            if pinned is None or kept is None:
+                raise StepFailed(
+                    f"CoreDNS no longer forwards {coredns.domain(peer)} as prepare_pair set it "
+                    f"up (or ConfigMap kube-system/{saved} is gone): run prepare_pair again"
+                )
+            peer_address = clusters[other(role)].wait_load_balancer(
+                coredns.COREDNS_NAMESPACE, EXPOSED_DNS, self.timeouts.load_balancer
+            )
+            now = resolve_ipv4(peer_address, self.timeouts.load_balancer, self.dns_interval)
+            if now == pinned:
+                return {f"coredns_pinned_{role}": f"{coredns.domain(peer)} -> {pinned} (unchanged)"}
+            original = coredns.corefile_of(kept)
+            cluster.apply(
+                [coredns.coredns_config_map(coredns.interdomain_corefile(original, own, peer, now))]
+            )
+            probe = self._probe_dns(ctx, cluster, role)
+            return {
+                f"coredns_pinned_{role}": f"{coredns.domain(peer)} moved {pinned} -> {now}",
+                f"dns_probe_{role}": probe,
+            }
+
+        return call_op(
+            step_phase,
+            role,
+            "api",
+            step_text(
+                "preflight",
+                f"interdomain DNS: the address CoreDNS forwards {coredns.domain(peer)} to is "
+                f"still the "
+                f"{other(role)} cluster's {EXPOSED_DNS} address",
+            ),
+            action,
+            f"GET ConfigMap kube-system/coredns: the address in its {coredns.domain(peer)} "
+            f"forward; resolve the {other(role)} Service kube-system/{EXPOSED_DNS} address "
+            f"again; if it moved: re-edit the kept original with the new address and probe as "
+            f"in prepare_pair",
         )
 
     def _saved_corefile(self, ctx: RunContext, corefile: str) -> dict[str, Any]:
@@ -589,6 +841,61 @@ class NsmInstaller(ComponentMeshInstaller):
             check=check,
         )
 
+    def _spire_storage_op(self, step_phase: str, role: str) -> Op:
+        wanted = self.settings.spire_storage_class
+
+        def action(clusters: Clusters) -> dict[str, Any]:
+            classes = clusters[role].api.list("storage.k8s.io/v1", "StorageClass")
+            names = sorted(c["metadata"]["name"] for c in classes)
+            where = f"in the {role} cluster: SPIRE's 1Gi ReadWriteOnce claim {SPIRE_CLAIM} "
+            found = ", ".join(names) or "none"
+            if wanted:
+                if wanted not in names:
+                    raise StepFailed(
+                        f"no StorageClass {wanted!r} (meshes.nsm.spire_storage_class) "
+                        f"{where}would stay Pending; StorageClasses there: {found}"
+                    )
+                return {f"spire_storage_class_{role}": wanted}
+            defaults = [
+                c["metadata"]["name"]
+                for c in classes
+                if any(
+                    ((c["metadata"].get("annotations") or {}).get(key) or "").lower() == "true"
+                    for key in DEFAULT_CLASS_ANNOTATIONS
+                )
+            ]
+            if not defaults:
+                raise StepFailed(
+                    f"no default StorageClass {where}names no class and would stay Pending "
+                    f"(EKS from 1.30 marks none default, and its gp2/gp3 need the EBS CSI "
+                    f"driver): mark one default with {DEFAULT_CLASS_ANNOTATIONS[0]}=true or "
+                    f"set meshes.nsm.spire_storage_class; StorageClasses there: {found}"
+                )
+            return {f"spire_storage_class_{role}": f"{defaults[0]} (default)"}
+
+        return call_op(
+            step_phase,
+            role,
+            "api",
+            step_text(
+                "SPIRE",
+                f"storage for the spire-server claim {SPIRE_CLAIM} (1Gi ReadWriteOnce): "
+                + (
+                    f"StorageClass {wanted} exists"
+                    if wanted
+                    else "the cluster has a default StorageClass"
+                ),
+            ),
+            action,
+            "LIST storage.k8s.io/v1 StorageClass: "
+            + (
+                f"{wanted} (meshes.nsm.spire_storage_class) must be among them"
+                if wanted
+                else f'one must carry {DEFAULT_CLASS_ANNOTATIONS[0]}: "true"'
+            )
+            + "; otherwise fail before SPIRE is applied (the claim would stay Pending)",
+        )
+
     def _spire_service_patch(self, ctx: RunContext, step_phase: str, role: str) -> list[Op]:
         """Upstream's SPIRE kustomization, applied straight from its URL, makes Service
         spire-server a LoadBalancer; it gets the environment's settings right after."""
@@ -670,6 +977,11 @@ class NsmInstaller(ComponentMeshInstaller):
                 ),
             ]
         for role in ROLES:
+            dns.install.append(self._dns_probe_op(ctx, prepare, role))
+        for role in ROLES:
+            spire_target, spire_files = self.spire_kustomize_args(role, version)
+            if at_least(version, SPIRE_CLAIM_FROM):
+                spire.install.append(self._spire_storage_op(prepare, role))
             spire.install += [
                 cli_op(
                     prepare,
@@ -677,11 +989,18 @@ class NsmInstaller(ComponentMeshInstaller):
                     step_text(
                         "SPIRE",
                         f"SPIRE for trust domain {trust_domain(role)} (upstream "
-                        f"examples/spire/{NSM_CLUSTER[role]} at {git_ref(version)})",
+                        f"examples/spire/{NSM_CLUSTER[role]} at {git_ref(version)}"
+                        + (
+                            f", postgres:{self.settings.spire_postgres_tag}"
+                            if at_least(version, SPIRE_POSTGRES_FROM)
+                            else ""
+                        )
+                        + ")",
                     ),
                     "kubectl",
-                    ["apply", "-k", self.spire_url(role, version)],
+                    ["apply", "-k", spire_target],
                     timeouts.command,
+                    files=spire_files,
                 ),
                 *self._spire_service_patch(ctx, prepare, role),
                 wait_op(
@@ -725,14 +1044,9 @@ class NsmInstaller(ComponentMeshInstaller):
                     role,
                     step_text("SPIRE", f"delete what examples/spire/{NSM_CLUSTER[role]} created"),
                     "kubectl",
-                    [
-                        "delete",
-                        "-k",
-                        self.spire_url(role, version),
-                        "--ignore-not-found",
-                        "--wait=false",
-                    ],
+                    ["delete", "-k", spire_target, "--ignore-not-found", "--wait=false"],
                     timeouts.command,
+                    files=spire_files,
                 ),
                 delete_crds_op(
                     cleanup,
@@ -828,10 +1142,12 @@ class NsmInstaller(ComponentMeshInstaller):
         key = f"before-iteration-{iteration:02d}"
         timeouts = self.timeouts
 
+        preflight = Component("preflight")
         inventory_part = Component("inventory")
         nsm = Component("NSM")
         vl3 = Component("vl3 network")
         for role in ROLES:
+            preflight.install.append(self._pinned_address_op(ctx, install, role))
             inventory_part.install.append(
                 inventory.record_op(install, role, ctx, key, "NSM is installed")
             )
@@ -925,7 +1241,7 @@ class NsmInstaller(ComponentMeshInstaller):
                 ),
             ),
         ]
-        return [inventory_part, nsm, vl3]
+        return [preflight, inventory_part, nsm, vl3]
 
     # ------------------------------------------------------------------ readiness
     def _all_nsm_pods_ready_op(self, step_phase: str, role: str) -> Op:
@@ -1057,6 +1373,24 @@ class NsmInstaller(ComponentMeshInstaller):
                 else "IPsec needs UDP 500 and 4500 open between the clusters' nodes"
             )
         )
+        version = ctx.mesh_version or ""
+        if (
+            version
+            and at_least(version, SPIRE_CLAIM_FROM)
+            and not self.settings.spire_storage_class
+        ):
+            found.append(
+                f"NSM {git_ref(version)}'s SPIRE server claims a 1Gi ReadWriteOnce volume "
+                f"({SPIRE_CLAIM}) from the cluster's default StorageClass, checked before SPIRE "
+                f"is applied"
+                + (
+                    ": EKS from 1.30 marks no StorageClass default and its EBS classes need "
+                    "the aws-ebs-csi-driver add-on (with its IAM role), which meshbench does not "
+                    "install; give the clusters one or set meshes.nsm.spire_storage_class"
+                    if ctx.environment == "aws"
+                    else ""
+                )
+            )
         return [warning for warning in found if warning]
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
@@ -1076,8 +1410,12 @@ class NsmInstaller(ComponentMeshInstaller):
             "vl3_endpoint_cluster": "server",
             "trust_domains": {role: trust_domain(role) for role in ROLES},
             "dns_domains": {role: coredns.domain(NSM_CLUSTER[role]) for role in ROLES},
-            "forwarder_resources": resources_record(self.config.kubernetes.proxy_resources),
-            "vl3_endpoint_resources": resources_record(self.config.kubernetes.proxy_resources),
+            "forwarder_resources": self.vpp_resources(),
+            "vl3_endpoint_resources": self.vpp_resources(),
+            "vpp_cpu_limit": self.settings.vpp_cpu_limit,
+            "vpp_cpu_limit_reason": VPP_CPU_LIMIT_REASON,
+            "spire_storage_class": self.settings.spire_storage_class or "the cluster's default",
+            "spire_postgres_image": f"postgres:{self.settings.spire_postgres_tag}",
             "client_sidecar": f"{NSC_CONTAINER} (control only, upstream resources)",
         }
 

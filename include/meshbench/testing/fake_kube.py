@@ -30,6 +30,12 @@ KINDS: dict[tuple[str, str], bool] = {
     ("v1", "Pod"): True,
     ("apps/v1", "Deployment"): True,
     ("apps/v1", "DaemonSet"): True,
+    ("rbac.authorization.k8s.io/v1", "Role"): True,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): True,
+    ("policy/v1", "PodDisruptionBudget"): True,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): True,
+    ("networking.k8s.io/v1", "NetworkPolicy"): True,
+    ("storage.k8s.io/v1", "StorageClass"): False,
     ("apiregistration.k8s.io/v1", "APIService"): False,
     ("metrics.k8s.io/v1beta1", "PodMetrics"): True,
 }

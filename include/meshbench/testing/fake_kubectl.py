@@ -6,7 +6,8 @@
 as kubectl does; with ``$MESHBENCH_FAKE_FORWARD_LIFETIME`` seconds set it then dies as
 kubectl does when the pod goes away. Every other command is appended as one JSON line (argv, and the
 KUBECONFIG it was given with that file's mode) to ``$MESHBENCH_FAKE_KUBECTL_LOG`` and exits
-with ``$MESHBENCH_FAKE_KUBECTL_EXIT`` (default 0).
+with ``$MESHBENCH_FAKE_KUBECTL_EXIT`` (default 0), or 1 when its first argument is
+``$MESHBENCH_FAKE_KUBECTL_FAIL_VERB``.
 
 ``install(folder)`` writes an executable ``kubectl`` wrapper into ``folder`` and returns
 its path, for ``CommandRunner(executables={"kubectl": path})``.
@@ -87,6 +88,9 @@ def main(argv: list[str]) -> int:
         with open(log, "a", encoding="utf-8") as handle:
             entry = {"argv": argv, "kubeconfig": kubeconfig, "kubeconfig_mode": mode}
             handle.write(json.dumps(entry) + "\n")
+    if argv[:1] == [os.environ.get("MESHBENCH_FAKE_KUBECTL_FAIL_VERB")]:
+        print(f"error: {argv[0]} failed (MESHBENCH_FAKE_KUBECTL_FAIL_VERB)", file=sys.stderr)
+        return 1
     return int(os.environ.get("MESHBENCH_FAKE_KUBECTL_EXIT", "0"))
 
 
