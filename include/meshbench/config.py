@@ -817,6 +817,17 @@ class RegressionSettings(StrictModel):
         return self
 
 
+class AggregationSettings(StrictModel):
+    """How the daily summary treats runs the deviation check flags (meshbench.analysis.aggregate).
+
+    Every positive run counts in the means by default, as the study defined them; flagged
+    runs are listed with their reason. Leaving them out is this explicit setting, recorded
+    in each summary row and shown in every table it affects.
+    """
+
+    exclude_flagged_runs: bool = False
+
+
 class BenchmarkConfig(StrictModel):
     defaults: Defaults = Defaults()
     artifacts: ArtifactSettings = ArtifactSettings()
@@ -827,6 +838,7 @@ class BenchmarkConfig(StrictModel):
     kubernetes: KubernetesSettings = KubernetesSettings()
     reaper: ReaperSettings = ReaperSettings()
     regression: RegressionSettings = RegressionSettings()
+    aggregation: AggregationSettings = AggregationSettings()
 
     @field_validator("load_profiles", "version_profiles")
     @classmethod
