@@ -126,7 +126,9 @@ class EnvironmentBase(StrictModel):
     meshes: list[str] = Field(default_factory=list)
     pool: Pool
     paired_baseline: bool = Field(
-        False, description="Measure the no-mesh path right before each mesh's measured runs."
+        True,
+        description="Measure the no-mesh path between the same clusters right before each of "
+        "a mesh's measured runs (B1 M1 B2 M2 ...): the added latency and QPS ratio.",
     )
     paused_on_creation: bool = True
     load_profile: str | None = Field(None, description="Overrides defaults.load_profile.")
