@@ -18,9 +18,9 @@ from meshbench.backend import RunContext
 from meshbench.config import LoadProfile, MetricsServerSettings, load_config
 from meshbench.environments.existing import ExistingClusters
 from meshbench.environments.kubernetes import KubernetesBackend
-from meshbench.meshes.base import MeshInstaller
-from meshbench.meshes import get_installer
 from meshbench.kube.runner import CommandRunner
+from meshbench.meshes import get_installer
+from meshbench.meshes.base import MeshInstaller
 from meshbench.testing import fake_kubectl
 from meshbench.testing.fake_fortio import FakeFortio
 from meshbench.testing.fake_kube import FakeKubeApi
