@@ -12,7 +12,6 @@ mesh and a faster path do.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -22,8 +21,7 @@ from meshbench.analysis.report import comparison_frame
 from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE, RunContext
 from meshbench.cli import main as cli_main
 from meshbench.kube.cluster import Clusters
-from meshbench.kube.ops import Op, call_op
-from meshbench.meshes.base import MeshInstaller
+from meshbench.meshes.baseline import BaselineInstaller
 from meshbench.results.fortio import parse_result
 from meshbench.workloads.kubernetes import NGINX, WorkloadProfile
 
@@ -32,28 +30,11 @@ from .conftest import World, seed_documents
 NO_MESH_URL = "http://198.18.0.80:80/"  # the fake cluster's LoadBalancer address
 
 
-class SidecarMeshStandIn(MeshInstaller):
-    """Just enough of a sidecar mesh for the backend: nothing to install, an injection
-    label on its namespace, nginx reached by its in-cluster name."""
+class SidecarMeshStandIn(BaselineInstaller):
+    """Just enough of a sidecar mesh for the backend: nothing to install (as the
+    baseline), an injection label on its namespace, nginx reached by its in-cluster name."""
 
     name = "istio"
-
-    def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return [
-            call_op(
-                f"iteration_{iteration:02d}.install_mesh",
-                None,
-                "note",
-                "stand-in mesh",
-                lambda _: None,
-            )
-        ]
-
-    def ready_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return []
-
-    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return []
 
     def workload_profile(self, ctx: RunContext) -> WorkloadProfile:
         return WorkloadProfile(
@@ -65,9 +46,6 @@ class SidecarMeshStandIn(MeshInstaller):
 
     def target_url(self, ctx: RunContext, clusters: Clusters) -> str:
         return self.describe_target(ctx)
-
-    def run_info(self, ctx: RunContext) -> dict[str, Any]:
-        return {"mesh": self.name, "mesh_version": None}
 
 
 PAIRED = {
