@@ -22,7 +22,8 @@ day. For each environment and benchmark date it computes, over the positive meas
 of the latest attempt: the study's table (QPS, avg, p90, p99, p99.9) with n, median,
 standard deviation and 95 % confidence interval; the overhead against the paired
 baseline; ratios between meshes and against `baseline`; a robust deviation check that
-excludes and lists outlying runs. The numbers go to `daily_summary` in Postgres; charts
+flags and lists outlying runs (kept in the means unless
+`aggregation.exclude_flagged_runs`). The numbers go to `daily_summary` in Postgres; charts
 (PNG) and a Markdown and HTML report go to the artifact store under
 `reports/<environment>/<date>/`.
 

@@ -126,7 +126,9 @@ class EnvironmentBase(StrictModel):
     meshes: list[str] = Field(default_factory=list)
     pool: Pool
     paired_baseline: bool = Field(
-        False, description="Measure the no-mesh path right before each mesh's measured runs."
+        True,
+        description="Measure the no-mesh path between the same clusters right before each of "
+        "a mesh's measured runs (B1 M1 B2 M2 ...): the added latency and QPS ratio.",
     )
     paused_on_creation: bool = True
     load_profile: str | None = Field(None, description="Overrides defaults.load_profile.")
@@ -882,6 +884,17 @@ class RegressionSettings(StrictModel):
         return self
 
 
+class AggregationSettings(StrictModel):
+    """How the daily summary treats runs the deviation check flags (meshbench.analysis.aggregate).
+
+    Every positive run counts in the means by default, as the study defined them; flagged
+    runs are listed with their reason. Leaving them out is this explicit setting, recorded
+    in each summary row and shown in every table it affects.
+    """
+
+    exclude_flagged_runs: bool = False
+
+
 class BenchmarkConfig(StrictModel):
     defaults: Defaults = Defaults()
     artifacts: ArtifactSettings = ArtifactSettings()
@@ -892,6 +905,7 @@ class BenchmarkConfig(StrictModel):
     kubernetes: KubernetesSettings = KubernetesSettings()
     reaper: ReaperSettings = ReaperSettings()
     regression: RegressionSettings = RegressionSettings()
+    aggregation: AggregationSettings = AggregationSettings()
 
     @field_validator("load_profiles", "version_profiles")
     @classmethod

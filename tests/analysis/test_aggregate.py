@@ -8,8 +8,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from meshbench.analysis.aggregate import aggregate, describe, find_outliers, summarize
-from meshbench.analysis.report import comparison_frame
+from meshbench.analysis.aggregate import (
+    aggregate,
+    describe,
+    find_outliers,
+    store_summary,
+    summarize,
+)
+from meshbench.analysis.report import comparison_frame, means_label
 from meshbench.results.loader import load_files
 
 # The study's Equinix Metal table (ms; QPS), which its published result files reproduce.
@@ -29,7 +35,7 @@ def test_seed_results_reproduce_the_study_table(clean_results, seed_results_dir)
         row = frame.loc[mesh]
         measured = (row["QPS"], row["avg"], row["p90"], row["p99"], row["p99.9"])
         assert tuple(round(v, 2) for v in measured) == expected, mesh
-        assert (row["n"], row["negative"], row["excluded"]) == (5, 0, 0)
+        assert (row["n"], row["negative"], row["flagged"], row["excluded"]) == (5, 0, 0, 0)
         assert row["QPS ci95 low"] < row["QPS"] < row["QPS ci95 high"]
     with clean_results.connect() as connection:
         stored = connection.execute(
@@ -119,3 +125,47 @@ def test_negatives_are_counted_not_averaged_and_overhead_uses_paired_baseline() 
     assert rows.loc["avg_ms", "overhead"] == pytest.approx(0.31)
     qps = rows.loc["qps"]
     assert qps["overhead"] == pytest.approx(qps["mean"] / qps["baseline_mean"])
+
+
+def _five_runs_one_apart() -> pd.DataFrame:
+    # Four runs that agree closely and one 60 % slower: the deviation check flags the last.
+    return _frame([("istio", "measured", avg, True) for avg in (1.00, 1.01, 0.99, 1.00, 1.60)])
+
+
+def test_flagged_runs_stay_in_the_means_by_default_and_are_listed_with_their_reason() -> None:
+    summary = summarize(_five_runs_one_apart())
+    avg = summary.rows.set_index("metric").loc["avg_ms"]
+    assert avg["n_positive"] == 5 and avg["n_excluded"] == 0
+    assert avg["mean"] == pytest.approx(np.mean([1.00, 1.01, 0.99, 1.00, 1.60]))
+    assert not avg["flagged_excluded"] and not summary.flagged_excluded
+    assert [run["run_index"] for run in avg["flagged_runs"]] == [5]
+    assert avg["flagged_runs"][0]["reason"] == (
+        "avg_ms 1.600 ms deviates from the median 1.000 ms by more than a modified z-score of 3.5"
+    )
+    assert summary.flagged["run_index"].tolist() == [5]
+    frame = comparison_frame(summary).iloc[0]
+    assert (frame["n"], frame["flagged"], frame["excluded"]) == (5, 1, 0)
+
+
+def test_excluding_flagged_runs_is_a_setting_recorded_in_every_row() -> None:
+    summary = summarize(_five_runs_one_apart(), exclude_flagged=True)
+    rows = summary.rows.set_index("metric")
+    assert rows["flagged_excluded"].all() and summary.flagged_excluded
+    assert (rows["n_positive"] == 4).all() and (rows["n_excluded"] == 1).all()
+    assert rows.loc["avg_ms", "mean"] == pytest.approx(1.0)
+    assert means_label(summary).startswith("mean of positive runs EXCLUDING runs flagged")
+    assert means_label(summarize(_five_runs_one_apart())) == "mean of every positive run"
+
+
+@pytest.mark.postgres
+def test_daily_summary_keeps_the_flagged_runs_and_the_setting(clean_results) -> None:
+    frame = _five_runs_one_apart()
+    store_summary(clean_results, summarize(frame, exclude_flagged=True))
+    with clean_results.connect() as connection:
+        rows = connection.execute(
+            text("SELECT metric, flagged_excluded, flagged_runs, n_excluded FROM daily_summary")
+        ).all()
+    assert len(rows) == 6
+    for metric, excluded, flagged, n_excluded in rows:
+        assert excluded and n_excluded == 1, metric
+        assert [(run["run_index"], run["value_ms"]) for run in flagged] == [(5, 1.6)]

@@ -218,3 +218,14 @@ def test_email_is_sent_when_the_smtp_connection_exists(monkeypatch) -> None:
     assert message["To"] == "perf@example.invalid"
     (part,) = [p for p in message.walk() if p.get_content_type() == "text/html"]
     assert "regression in p99_ms of istio on synthetic" in part.get_payload(decode=True).decode()
+
+
+def test_a_finding_shows_the_series_measured_noise_beside_it() -> None:
+    days = synthetic_days(4, step_after_day=20, step=0.10)  # runs 2 %, days 1 % (SD)
+    (finding,) = find_changes(as_run_frame(days), SETTINGS)
+    assert 0.01 < finding.run_noise < 0.03
+    assert 0.003 < finding.day_noise < 0.03
+    assert f"measured noise of this series: runs {finding.run_noise:.1%}, days" in (
+        finding.describe()
+    )
+    assert "run_noise" not in finding.stored() and "p_value" in finding.stored()

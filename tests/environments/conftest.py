@@ -16,9 +16,11 @@ import pytest
 
 from meshbench.backend import RunContext
 from meshbench.config import LoadProfile, MetricsServerSettings, load_config
-from meshbench.environments.existing import build_backend
+from meshbench.environments.existing import ExistingClusters
 from meshbench.environments.kubernetes import KubernetesBackend
 from meshbench.kube.runner import CommandRunner
+from meshbench.meshes import get_installer
+from meshbench.meshes.base import MeshInstaller
 from meshbench.testing import fake_kubectl
 from meshbench.testing.fake_fortio import FakeFortio
 from meshbench.testing.fake_kube import FakeKubeApi
@@ -47,9 +49,13 @@ current-context: server-ctx
 """
 
 
+def seed_documents(mesh_folder: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted((SEED / mesh_folder).glob("*.json"))]
+
+
 @pytest.fixture(scope="session")
 def study_results() -> list[dict]:
-    return [json.loads(f.read_text()) for f in sorted((SEED / "imp").glob("*.json"))]
+    return seed_documents("imp")
 
 
 @dataclass
@@ -79,6 +85,9 @@ def connection(context: str) -> str:
 def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study_results: list[dict], request
 ) -> Iterator[World]:
+    """``request.param`` may give: ``client``/``server`` (FakeKubeApi options),
+    ``run_seconds``, ``installer`` (config -> MeshInstaller, default the baseline's) and
+    ``results_by_url`` (FakeFortio's)."""
     options = getattr(request, "param", {}) or {}
     monkeypatch.setenv("AIRFLOW_CONN_MESHBENCH_CLIENT_CLUSTER", connection("client-ctx"))
     monkeypatch.setenv("AIRFLOW_CONN_MESHBENCH_SERVER_CLUSTER", connection("server-ctx"))
@@ -98,26 +107,35 @@ def world(
         iterations=2,
         min_positive=0,
     )
+    installer: MeshInstaller = options.get("installer", lambda c: get_installer(c, "baseline"))(
+        config
+    )
     ctx = RunContext(
         config=config,
         environment="existing",
-        mesh="baseline",
-        dag_id="meshbench_existing_baseline",
+        mesh=installer.name,
+        dag_id=f"meshbench_existing_{installer.name}",
         run_id="manual__2026-11-26T08:00:00+00:00",
         load=load,
     )
     runner = CommandRunner(executables={"kubectl": fake_kubectl.install(tmp_path)})
-    backend = build_backend(
+    api_factory = lambda access, kubeconfig_path: apis[access.role]  # noqa: E731
+    backend = KubernetesBackend(
         config,
-        "baseline",
+        ExistingClusters(config, runner=runner, api_factory=api_factory),
+        installer,
         runner=runner,
-        api_factory=lambda access, kubeconfig_path: apis[access.role],
+        api_factory=api_factory,
         metrics_server=MetricsServerSettings(sample_interval=0.05),
         poll_interval=0.01,
         probe_interval=0.05,
         fortio_poll_interval=0.05,
         fortio_grace=3.0,
     )
-    with FakeFortio(study_results, run_seconds=options.get("run_seconds", 0.4)) as fortio:
+    with FakeFortio(
+        study_results,
+        run_seconds=options.get("run_seconds", 0.4),
+        results_by_url=options.get("results_by_url"),
+    ) as fortio:
         monkeypatch.setenv("MESHBENCH_FAKE_FORWARD_TO", f"127.0.0.1:{fortio.port}")
         yield World(backend, ctx, apis, fortio, log)

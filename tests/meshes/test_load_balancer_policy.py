@@ -58,6 +58,9 @@ def expected_services(mesh: str, prefix: str) -> dict[tuple[str, str, str], tupl
     }
     if mesh == "baseline":
         found[("server", prefix, "nginx")] = ("client",)
+    else:
+        # The paired baseline's nginx, the no-mesh path between the same clusters.
+        found[("server", f"{prefix}-nomesh", "nginx")] = ("client",)
     if mesh == "kuma":
         # Both zones' control planes connect to the global's KDS, one from its own cluster.
         found[("server", "kuma-global", "kuma-global-zone-sync")] = ("client", "server")

@@ -84,7 +84,13 @@ def test_istio_installs_the_ca_and_network_label_before_istiod():
 def test_istio_and_nginx_service_exists_in_both_clusters_with_injection():
     steps = plan_of("istio").steps
     deploys = [s for s in steps if s.phase.endswith("deploy_workloads") and s.kind == "manifest"]
-    for step in deploys:
+    paired = [s for s in deploys if "paired baseline" in s.description]
+    assert {s.cluster for s in paired} == {"client", "server"}
+    for step in paired:  # the no-mesh path: its own namespace, never injected
+        namespace = next(o for o in documents(step.detail) if o["kind"] == "Namespace")
+        assert namespace["metadata"]["name"].endswith("-nomesh")
+        assert "istio-injection" not in namespace["metadata"]["labels"]
+    for step in [s for s in deploys if s not in paired]:
         objects = documents(step.detail)
         services = [
             o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "nginx"
@@ -151,7 +157,9 @@ def test_nsm_workloads_join_by_annotation_and_mechanism_is_recorded():
     deploys = {
         s.cluster: documents(s.detail)
         for s in steps
-        if s.phase.endswith("deploy_workloads") and s.kind == "manifest"
+        if s.phase.endswith("deploy_workloads")
+        and s.kind == "manifest"
+        and "paired baseline" not in s.description
     }
     server_pod = next(o for o in deploys["server"] if o["kind"] == "Deployment")
     client_pod = next(o for o in deploys["client"] if o["kind"] == "Deployment")

@@ -100,3 +100,22 @@ def test_anonymous_requests_are_refused(reader, path: str) -> None:
     assert "Not authenticated" in response.text
     browser = anonymous.get(path, headers={"Accept": "text/html"})
     assert browser.status_code == 401 and "Sign in first" in browser.text
+
+
+def test_flagged_runs_are_listed_with_their_reason_and_kept_in_the_means(signed_in, reader) -> None:
+    # The synthetic history's hiccups (3 % of runs, 30 % slower) are what gets flagged.
+    flagged_days = [
+        day_of(n) for n in range(1, 31) if not data.flagged_runs(reader, SYNTHETIC, day_of(n)).empty
+    ]
+    assert flagged_days
+    day = flagged_days[0]
+    flagged = data.flagged_runs(reader, SYNTHETIC, day)
+    page = signed_in.get("/", params={"environment": SYNTHETIC, "date": str(day)})
+    assert page.status_code == 200
+    body = page.text
+    assert "Means over every positive measured run" in body
+    assert f"Runs flagged by the deviation check · {day}" in body
+    reason = flagged.iloc[0]["reason"]
+    assert "deviates from the median" in reason and reason in body
+    assert '<td class="text">yes</td>' in body  # kept in the means
+    assert not flagged["flagged_excluded"].any()

@@ -1,10 +1,15 @@
 """Aggregation of positive measured runs into the study's table, with honest statistics.
 
-The study averaged only the first of three runs per iteration and reported the mean
-within-run deviation as its spread. Here every positive measured run counts, and the
-spread is across runs: mean, median, standard deviation, a 95 % confidence interval
-(Student's t), the number of positive and negative runs, and runs excluded by a robust
-deviation check (each listed with its reason).
+The study's tables are the mean of every positive run. Here too every positive measured
+run counts, and the spread is across runs: mean, median, standard deviation, a 95 %
+confidence interval (Student's t) and the number of positive and negative runs.
+
+A robust deviation check (modified z-score of the average latency) flags runs that lie far
+from the others, each with its reason; flagged runs stay in the means. Differences between
+installs are what iterations measure, and with a handful of closely agreeing runs the MAD
+is tiny, so the check flags ordinary install-to-install differences. Leaving flagged runs
+out of the means is an explicit setting (``aggregation.exclude_flagged_runs``, or
+``meshbench report --exclude-flagged``), recorded in every summary row it affects.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ SUMMARY_VALUES = (
     "baseline_mean",
     "overhead",
     "run_ids",
+    "flagged_runs",
+    "flagged_excluded",
 )
 GROUP_KEYS = ["environment", "mesh", "mesh_version_key", "benchmark_date", "load_profile_key"]
 # Modified z-score threshold of Iglewicz and Hoaglin: robust to the outliers it looks for.
@@ -126,6 +133,13 @@ def describe(values: Iterable[float], confidence: float = 0.95) -> Statistics:
     return Statistics(n, mean, median, stddev, mean - half_width, mean + half_width)
 
 
+def flag_reason(value: float, median: float, threshold: float = OUTLIER_Z_THRESHOLD) -> str:
+    return (
+        f"{OUTLIER_METRIC} {value:.3f} ms deviates from the median {median:.3f} ms by "
+        f"more than a modified z-score of {threshold:g}"
+    )
+
+
 def find_outliers(
     values: pd.Series, threshold: float = OUTLIER_Z_THRESHOLD, min_runs: int = OUTLIER_MIN_RUNS
 ) -> pd.Series:
@@ -145,42 +159,56 @@ def find_outliers(
 
 @dataclass(frozen=True)
 class Summary:
-    """The aggregate of one day: one row per group × metric, and the excluded runs."""
+    """The aggregate of one day: one row per group × metric, and the flagged runs.
+
+    ``flagged`` lists every run the deviation check flagged (with ``flag_reason``);
+    ``flagged_excluded`` says whether they were left out of the means.
+    """
 
     rows: pd.DataFrame
-    excluded: pd.DataFrame
+    flagged: pd.DataFrame
+    flagged_excluded: bool = False
 
     @property
     def empty(self) -> bool:
         return self.rows.empty
 
 
-def summarize(measurements: pd.DataFrame, exclude_outliers: bool = True) -> Summary:
-    """Aggregate positive measured runs per environment × mesh × version × date × profile."""
+def summarize(measurements: pd.DataFrame, exclude_flagged: bool = False) -> Summary:
+    """Aggregate positive measured runs per environment × mesh × version × date × profile.
+
+    Every positive run counts unless ``exclude_flagged``: then runs flagged by the deviation
+    check are left out of the means, and ``n_excluded`` counts them.
+    """
     columns = [*GROUP_KEYS, "metric", *SUMMARY_VALUES]
     if measurements.empty:
-        return Summary(pd.DataFrame(columns=columns), pd.DataFrame())
+        return Summary(pd.DataFrame(columns=columns), pd.DataFrame(), exclude_flagged)
     rows: list[dict[str, object]] = []
-    excluded_parts: list[pd.DataFrame] = []
+    flagged_parts: list[pd.DataFrame] = []
     for keys, group in measurements.groupby(GROUP_KEYS, sort=True, dropna=False):
         measured = group[group["phase"] == "measured"]
         positive = measured[measured["positive"]]
         n_negative = int((~measured["positive"]).sum())
-        outliers = (
-            find_outliers(positive[METRICS[OUTLIER_METRIC]])
-            if exclude_outliers
-            else pd.Series(False, index=positive.index)
-        )
-        if outliers.any():
-            flagged = positive[outliers].copy()
+        outliers = find_outliers(positive[METRICS[OUTLIER_METRIC]])
+        flagged = positive[outliers].copy()
+        if not flagged.empty:
             median = positive[METRICS[OUTLIER_METRIC]].median()
-            flagged["exclusion_reason"] = [
-                f"{OUTLIER_METRIC} {value:.3f} ms deviates from the median {median:.3f} ms by "
-                f"more than a modified z-score of {OUTLIER_Z_THRESHOLD}"
-                for value in flagged[METRICS[OUTLIER_METRIC]]
+            flagged["flag_reason"] = [
+                flag_reason(value, median) for value in flagged[METRICS[OUTLIER_METRIC]]
             ]
-            excluded_parts.append(flagged)
-        kept = positive[~outliers]
+            flagged_parts.append(flagged)
+        flagged_runs = [
+            {
+                "run_id": int(run["run_id"]),
+                "measurement_id": int(run["measurement_id"]),
+                "iteration": int(run["iteration"]),
+                "run_index": int(run["run_index"]),
+                "value_ms": float(run[METRICS[OUTLIER_METRIC]]),
+                "reason": run["flag_reason"],
+            }
+            for run in flagged.to_dict("records")
+        ]
+        kept = positive[~outliers] if exclude_flagged else positive
         baseline = group[(group["phase"] == "paired-baseline") & group["positive"]]
         run_ids = sorted({int(r) for r in group["run_id"]})
         for metric, column in METRICS.items():
@@ -200,7 +228,7 @@ def summarize(measurements: pd.DataFrame, exclude_outliers: bool = True) -> Summ
                     "metric": metric,
                     "n_positive": summary.n,
                     "n_negative": n_negative,
-                    "n_excluded": int(outliers.sum()),
+                    "n_excluded": len(positive) - len(kept),
                     "mean": summary.mean,
                     "median": summary.median,
                     "stddev": summary.stddev,
@@ -209,10 +237,12 @@ def summarize(measurements: pd.DataFrame, exclude_outliers: bool = True) -> Summ
                     "baseline_mean": baseline_mean,
                     "overhead": overhead,
                     "run_ids": run_ids,
+                    "flagged_runs": flagged_runs,
+                    "flagged_excluded": exclude_flagged,
                 }
             )
-    excluded = pd.concat(excluded_parts) if excluded_parts else pd.DataFrame()
-    return Summary(pd.DataFrame(rows, columns=columns), excluded)
+    flagged_all = pd.concat(flagged_parts) if flagged_parts else pd.DataFrame()
+    return Summary(pd.DataFrame(rows, columns=columns), flagged_all, exclude_flagged)
 
 
 def store_summary(engine: Engine, summary: Summary) -> int:
@@ -235,8 +265,11 @@ def aggregate(
     environment: str | None = None,
     benchmark_date: date | None = None,
     store: bool = True,
+    exclude_flagged: bool = False,
 ) -> Summary:
-    summary = summarize(fetch_measurements(engine, environment, benchmark_date))
+    """Summarize (environment or all, date or all); ``exclude_flagged`` comes from the
+    caller's setting (``aggregation.exclude_flagged_runs`` or the report's option)."""
+    summary = summarize(fetch_measurements(engine, environment, benchmark_date), exclude_flagged)
     if store:
         store_summary(engine, summary)
     return summary

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from meshbench.analysis.aggregate import Summary, aggregate
 from meshbench.analysis.regression import Finding, detect_regressions
-from meshbench.analysis.report import comparison_frame, mesh_label
+from meshbench.analysis.report import comparison_frame, flagged_lines, means_label, mesh_label
 from meshbench.config import BenchmarkConfig
 from meshbench.pipeline.artifacts import ArtifactStore
 
@@ -24,6 +24,7 @@ REPORT_COLUMNS = [
     "mesh",
     "n",
     "negative",
+    "flagged",
     "excluded",
     "QPS",
     "avg",
@@ -46,11 +47,21 @@ class DayReport:
     benchmark_date: date
     table: pd.DataFrame
     ratios: pd.DataFrame
-    excluded: pd.DataFrame
+    # Runs the deviation check flagged (with flag_reason); in the means unless excluded.
+    flagged: pd.DataFrame
     negatives: pd.DataFrame
     files: dict[str, str] = field(default_factory=dict)
     # Changes first found by this run (meshbench.analysis.regression), to be announced.
     new_regressions: list[Finding] = field(default_factory=list)
+    flagged_excluded: bool = False
+
+    @property
+    def means(self) -> str:
+        return means_label(pd.DataFrame({"flagged_excluded": [self.flagged_excluded]}))
+
+    @property
+    def flagged_lines(self) -> list[str]:
+        return flagged_lines(self.flagged, self.flagged_excluded)
 
 
 def keys_from_events(events: list[dict[str, Any]]) -> list[tuple[str | None, date]]:
@@ -145,24 +156,17 @@ def render_markdown(report: DayReport, charts: dict[str, str]) -> str:
     parts = [
         f"# meshbench · {report.environment} · {report.benchmark_date}",
         "",
-        "Latency in milliseconds, QPS in requests per second: means over positive measured "
-        "runs of the latest attempt, with n, median, standard deviation and 95 % confidence "
-        "interval across runs.",
+        "Latency in milliseconds, QPS in requests per second: "
+        f"{report.means} (measured runs of the latest attempt), with n, median, standard "
+        "deviation and 95 % confidence interval across runs.",
         "",
     ]
     for profile, part in report.table.groupby("load_profile_key", sort=False):
         parts += [f"## Load profile {profile}", "", _markdown_table(_display_table(part)), ""]
     parts += ["## Ratios", "", _markdown_table(report.ratios), ""]
     parts += ["## Charts", ""] + [f"![{name}]({file})" for name, file in charts.items()] + [""]
-    parts += ["## Runs excluded by the deviation check", ""]
-    if report.excluded.empty:
-        parts.append("_none_")
-    else:
-        parts += [
-            f"- {row['mesh']} iteration {row['iteration']} run {row['run_index']}: "
-            f"{row['exclusion_reason']}"
-            for row in report.excluded.to_dict("records")
-        ]
+    parts += ["## Runs flagged by the deviation check", ""]
+    parts += [f"- {line}" for line in report.flagged_lines] or ["_none_"]
     parts += ["", "## Negative runs", "", _markdown_table(report.negatives), ""]
     return "\n".join(parts)
 
@@ -178,7 +182,7 @@ def render_html(report: DayReport, charts: dict[str, str]) -> str:
     title = f"meshbench · {report.environment} · {report.benchmark_date}"
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        "<p>Latency in ms; means over positive measured runs of the latest attempt.</p>",
+        f"<p>Latency in ms; {html.escape(report.means)} (latest attempt).</p>",
     ]
     for profile, part in report.table.groupby("load_profile_key", sort=False):
         body += [
@@ -189,6 +193,12 @@ def render_html(report: DayReport, charts: dict[str, str]) -> str:
     body += [
         f'<img src="{html.escape(file)}" alt="{html.escape(name)}">'
         for name, file in charts.items()
+    ]
+    body += ["<h2>Runs flagged by the deviation check</h2>"]
+    body += [
+        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in report.flagged_lines) + "</ul>"
+        if report.flagged_lines
+        else "<p><em>none</em></p>"
     ]
     body += ["<h2>Negative runs</h2>", table_html(report.negatives)]
     style = (
@@ -211,18 +221,19 @@ def build_day_report(
     table = frame[(frame["environment"] == environment) & (frame["benchmark_date"] == day)]
     if table.empty:
         return None
-    excluded = summary.excluded
-    if not excluded.empty:
-        excluded = excluded[
-            (excluded["environment"] == environment) & (excluded["benchmark_date"] == day)
+    flagged = summary.flagged
+    if not flagged.empty:
+        flagged = flagged[
+            (flagged["environment"] == environment) & (flagged["benchmark_date"] == day)
         ]
     return DayReport(
         environment=environment,
         benchmark_date=day,
         table=table,
         ratios=ratios_frame(table),
-        excluded=excluded,
+        flagged=flagged,
         negatives=fetch_negatives(engine, environment, day),
+        flagged_excluded=summary.flagged_excluded,
     )
 
 
@@ -267,7 +278,13 @@ def run_daily_aggregation(
     store = ArtifactStore(config)
     reports: list[DayReport] = []
     for environment, day in keys:
-        summary = aggregate(engine, environment, day, store=True)
+        summary = aggregate(
+            engine,
+            environment,
+            day,
+            store=True,
+            exclude_flagged=config.aggregation.exclude_flagged_runs,
+        )
         if summary.empty:
             log.info("no measured runs for environment=%s date=%s", environment or "any", day)
             continue

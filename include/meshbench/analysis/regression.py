@@ -119,6 +119,10 @@ class Finding:
     p_value: float
     method: str
     likely_cause: str | None
+    # The series' measured noise in the window compared with (relative robust SDs of runs
+    # within a day and of daily medians): shown beside the alert, not stored.
+    run_noise: float | None = None
+    day_noise: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, date]:
@@ -133,13 +137,22 @@ class Finding:
     def describe(self) -> str:
         version = f" {self.mesh_version_key}" if self.mesh_version_key else ""
         cause = f"; likely cause: {self.likely_cause}" if self.likely_cause else ""
+        noise = (
+            f"; measured noise of this series: runs {self.run_noise:.1%}, days {self.day_noise:.1%}"
+            if self.run_noise is not None and self.day_noise is not None
+            else ""
+        )
         return (
             f"{self.direction} in {self.metric} of {self.mesh}{version} on {self.environment} "
             f"({self.load_profile_key}) on {self.benchmark_date}: median "
             f"{self.before_median:.4g} -> {self.after_median:.4g} ({self.relative_change:+.1%}), "
             f"p={self.p_value:.2g}, {self.n_after} runs against {self.n_before} runs of "
-            f"{self.window_start}..{self.window_end}{cause}"
+            f"{self.window_start}..{self.window_end}{cause}{noise}"
         )
+
+    def stored(self) -> dict[str, object]:
+        """The columns of the ``regression`` table."""
+        return {k: v for k, v in asdict(self).items() if k not in ("run_noise", "day_noise")}
 
 
 def _robust_sd(values: Sequence[float]) -> float:
@@ -278,6 +291,17 @@ def scan_series(days: Sequence[DayRuns], settings: RegressionSettings) -> list[D
     return tests
 
 
+def measured_noise(days: Sequence[DayRuns]) -> tuple[float | None, float | None]:
+    """(run noise, day noise) of a series: the median relative robust SD of runs within a
+    day, and the relative robust SD of the daily medians (None without enough days)."""
+    usable = [d for d in days if d.values.size >= 2 and d.median]
+    if len(usable) < 2:
+        return None, None
+    run_noise = float(np.median([d.robust_sd / d.median for d in usable]))
+    medians = [d.median for d in usable]
+    return run_noise, _robust_sd(medians) / float(np.median(medians))
+
+
 def direction_of(metric: str, relative_change: float) -> str:
     worse = relative_change < 0 if metric in HIGHER_IS_BETTER else relative_change > 0
     return "regression" if worse else "improvement"
@@ -303,9 +327,14 @@ def find_changes(
         for metric in settings.metrics:
             if METRICS[metric] not in part.columns:
                 continue
-            for test in scan_series(_series_days(part, METRICS[metric]), settings):
+            days = _series_days(part, METRICS[metric])
+            for test in scan_series(days, settings):
                 if not test.flagged or (wanted is not None and test.day not in wanted):
                     continue
+                # The noise of the window the day was compared with (before the change).
+                run_noise, day_noise = measured_noise(
+                    [d for d in days if test.window_start <= d.day <= test.window_end]
+                )
                 findings.append(
                     Finding(
                         environment=environment,
@@ -328,6 +357,8 @@ def find_changes(
                         p_value=test.p_value,
                         method=METHOD,
                         likely_cause=test.likely_cause,
+                        run_noise=run_noise,
+                        day_noise=day_noise,
                     )
                 )
     return findings
@@ -372,11 +403,11 @@ def store_findings(
             stale = stale.where(tuple_(*key_columns).not_in(keys))
         connection.execute(stale)
         if findings:
-            statement = pg_insert(Regression).values([asdict(f) for f in findings])
+            statement = pg_insert(Regression).values([f.stored() for f in findings])
             key_names = {column.key for column in key_columns}
             updated = {
                 column: statement.excluded[column]
-                for column in asdict(findings[0])
+                for column in findings[0].stored()
                 if column not in key_names
             }
             connection.execute(

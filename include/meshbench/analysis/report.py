@@ -48,6 +48,8 @@ def comparison_frame(summary: Summary) -> pd.DataFrame:
     frame["n"] = counts["n_positive"].astype(int)
     frame["negative"] = counts["n_negative"].astype(int)
     frame["excluded"] = counts["n_excluded"].astype(int)
+    flagged = rows.groupby(keys)["flagged_runs"].first() if "flagged_runs" in rows else None
+    frame["flagged"] = flagged.map(len).astype(int) if flagged is not None else 0
     for metric, title in STUDY_COLUMNS.items():
         frame[title] = wide[("mean", metric)]
     for metric, title in (("qps", "QPS"), ("avg_ms", "avg")):
@@ -62,6 +64,30 @@ def comparison_frame(summary: Summary) -> pd.DataFrame:
     frame["order"] = frame["mesh"].map(_mesh_order)
     frame = frame.sort_values(["environment", "benchmark_date", "load_profile_key", "order"])
     return frame.drop(columns="order").reset_index(drop=True)
+
+
+def means_label(summary_or_rows: Summary | pd.DataFrame) -> str:
+    """What the means are over: said in every table the exclusion setting affects."""
+    rows = summary_or_rows.rows if isinstance(summary_or_rows, Summary) else summary_or_rows
+    excluded = "flagged_excluded" in rows and bool(rows["flagged_excluded"].any())
+    if excluded:
+        return (
+            "mean of positive runs EXCLUDING runs flagged by the deviation check "
+            "(setting exclude_flagged_runs)"
+        )
+    return "mean of every positive run"
+
+
+def flagged_lines(flagged: pd.DataFrame, excluded: bool) -> list[str]:
+    """One line per flagged run: where it is and why it was flagged."""
+    if flagged.empty:
+        return []
+    state = "left out of the means" if excluded else "kept in the means"
+    return [
+        f"{row['environment']} {row['benchmark_date']} {row['mesh']} run {row['run_id']} "
+        f"iteration {row['iteration']} run {row['run_index']} ({state}): {row['flag_reason']}"
+        for row in flagged.to_dict(orient="records")
+    ]
 
 
 def _fmt(value: object, digits: int = 2) -> str:
@@ -81,12 +107,13 @@ def comparison_tables(summary: Summary) -> list[Table]:
         ["environment", "benchmark_date", "load_profile_key"], sort=False
     ):
         table = Table(
-            title=f"{environment} · {day} · {profile} (latency in ms; mean of positive runs)"
+            title=f"{environment} · {day} · {profile} (latency in ms; {means_label(summary)})"
         )
         table.add_column("mesh")
         for title in (
             "n",
             "neg",
+            "flagged",
             *STUDY_COLUMNS.values(),
             "QPS 95% CI",
             "avg median",
@@ -102,6 +129,7 @@ def comparison_tables(summary: Summary) -> list[Table]:
                 mesh_label(values["mesh"], values["mesh_version_key"] or None),
                 str(values["n"]),
                 str(values["negative"]),
+                f"{values['flagged']} (excl.)" if values["excluded"] else str(values["flagged"]),
                 _fmt(values["QPS"]),
                 _fmt(values["avg"]),
                 _fmt(values["p90"]),

@@ -42,10 +42,17 @@ def _check(args: argparse.Namespace) -> int:
     if until < args.since:
         raise CommandError("--until is before --since")
     engine = _engine()
-    settings = load_config().regression
+    config = load_config()
+    settings = config.regression
     days = [args.since + timedelta(days=n) for n in range((until - args.since).days + 1)]
     for day in days:
-        aggregate(engine, args.environment, day, store=True)
+        aggregate(
+            engine,
+            args.environment,
+            day,
+            store=True,
+            exclude_flagged=config.aggregation.exclude_flagged_runs,
+        )
     detection = detect_dates(engine, settings, args.environment, days)
     for finding in detection.findings:
         marker = "new " if finding in detection.new else "seen"

@@ -8,8 +8,9 @@ from datetime import date
 from rich.console import Console
 
 from meshbench.analysis.aggregate import aggregate
-from meshbench.analysis.report import comparison_tables
+from meshbench.analysis.report import comparison_tables, flagged_lines
 from meshbench.cli import CommandError
+from meshbench.config import load_config
 from meshbench.results import migrate
 from meshbench.results.db import get_engine
 from meshbench.results.fortio import ResultFormatError
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--store", action="store_true", help="also write the daily summary rows to the database"
     )
+    report.add_argument(
+        "--exclude-flagged",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave runs flagged by the deviation check out of the means (default: the "
+        "config's aggregation.exclude_flagged_runs, off: every positive run counts)",
+    )
     report.set_defaults(handler=_report)
 
 
@@ -67,7 +75,12 @@ def _load(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     engine = _engine()
-    summary = aggregate(engine, args.environment, args.date, store=args.store)
+    exclude_flagged = args.exclude_flagged
+    if exclude_flagged is None:
+        exclude_flagged = load_config().aggregation.exclude_flagged_runs
+    summary = aggregate(
+        engine, args.environment, args.date, store=args.store, exclude_flagged=exclude_flagged
+    )
     console = Console(width=200)
     tables = comparison_tables(summary)
     if not tables:
@@ -77,11 +90,11 @@ def _report(args: argparse.Namespace) -> int:
         )
     for table in tables:
         console.print(table)
-    if not summary.excluded.empty:
-        console.print("Excluded by the deviation check:")
-        for row in summary.excluded.to_dict(orient="records"):
-            console.print(
-                f"  {row['mesh']} iteration {row['iteration']} run {row['run_index']}: "
-                f"{row['exclusion_reason']}"
-            )
+    lines = flagged_lines(summary.flagged, summary.flagged_excluded)
+    console.print(
+        f"Flagged by the deviation check: {len(lines) or 'none'}"
+        + (" (excluded from the means above)" if lines and summary.flagged_excluded else "")
+    )
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
     return 0

@@ -13,12 +13,19 @@ from three parts:
 Each task opens the clusters it needs from deterministic names (namespace
 ``ctx.resource_prefix`` in both clusters), so a retry or another worker finds what an
 earlier task made. Returned dicts hold names and settings only, never credentials.
+
+With a paired baseline (``paired_baseline`` of the environment), every iteration also
+deploys nginx and Fortio in a namespace of their own beside the mesh's
+(``<prefix>-nomesh``: no injection labels, no NSM annotations) with nginx behind a
+LoadBalancer Service, the baseline mesh's path; each measured mesh run follows a run over
+that path between the same two clusters (B1 M1 B2 M2 …, the order pipeline.steps runs).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,11 +66,15 @@ from meshbench.kube.redact import format_command
 from meshbench.kube.runner import CommandRunner
 from meshbench.kube.waits import Readiness, gone_state, wait_for
 from meshbench.meshes.base import MeshInstaller
+from meshbench.meshes.baseline import describe_load_balancer_target, load_balancer_url
 from meshbench.workloads.kubernetes import (
     FORTIO,
     FORTIO_REST_PORT,
     NGINX,
+    NO_MESH_PROFILE,
     WorkloadManifests,
+    WorkloadProfile,
+    paired_baseline_namespace,
     render_workloads,
     workload_record,
 )
@@ -100,6 +111,18 @@ class ClusterSource(Protocol):
 
 def iteration_phase(iteration: int, task: str) -> str:
     return f"iteration_{iteration:02d}.{task}"
+
+
+@dataclass(frozen=True)
+class LoadPath:
+    """Where one kind of run sends its load: the mesh's path, or the paired no-mesh path."""
+
+    name: str  # "mesh" or "no-mesh"
+    namespace: str
+    profile: WorkloadProfile
+    describe_target: str
+    target_url: Callable[[Clusters], str]
+    sample_scopes: tuple[SampleScope, ...]
 
 
 class KubernetesBackend(Backend):
@@ -140,6 +163,43 @@ class KubernetesBackend(Backend):
     def namespace(self, ctx: RunContext) -> str:
         return ctx.resource_prefix
 
+    def paired_baseline(self) -> bool:
+        return self.config.paired_baseline(self.environment, self.mesh)
+
+    def mesh_path(self, ctx: RunContext) -> LoadPath:
+        namespace = self.namespace(ctx)
+        profile = self.installer.workload_profile(ctx)
+        return LoadPath(
+            "mesh",
+            namespace,
+            profile,
+            self.installer.describe_target(ctx),
+            lambda clusters: self.installer.target_url(ctx, clusters),
+            (
+                SampleScope("client", namespace),
+                SampleScope("server", namespace),
+                *profile.extra_sample_scopes,
+            ),
+        )
+
+    def no_mesh_path(self, ctx: RunContext) -> LoadPath:
+        namespace = paired_baseline_namespace(self.namespace(ctx))
+        return LoadPath(
+            "no-mesh",
+            namespace,
+            NO_MESH_PROFILE,
+            describe_load_balancer_target(namespace),
+            lambda clusters: load_balancer_url(clusters, namespace),
+            (SampleScope("client", namespace), SampleScope("server", namespace)),
+        )
+
+    def paths(self, ctx: RunContext) -> list[LoadPath]:
+        """The mesh's path, then the paired no-mesh path when there is one."""
+        return [self.mesh_path(ctx)] + ([self.no_mesh_path(ctx)] if self.paired_baseline() else [])
+
+    def path_for(self, ctx: RunContext, phase: str) -> LoadPath:
+        return self.no_mesh_path(ctx) if phase == PHASE_PAIRED_BASELINE else self.mesh_path(ctx)
+
     def clusters(self, ctx: RunContext) -> Clusters:
         return Clusters(
             {role: self.source.access(ctx, role) for role in ROLES},
@@ -155,13 +215,14 @@ class KubernetesBackend(Backend):
         ``clients``: the clusters whose workloads use the Service (default: the other)."""
         return policy_from(self.source, ctx, role, clients)
 
-    def manifests(self, ctx: RunContext) -> WorkloadManifests:
+    def manifests(self, ctx: RunContext, path: LoadPath | None = None) -> WorkloadManifests:
+        path = path or self.mesh_path(ctx)
         policy = self.load_balancer_policy(ctx, "server")
         return render_workloads(
-            self.namespace(ctx),
+            path.namespace,
             ctx.slug,
             self.settings,
-            self.installer.workload_profile(ctx),
+            path.profile,
             node_selector=self.node_selector,
             environment_service_annotations=policy.annotations,
             load_balancer_source_ranges=policy.source_ranges,
@@ -211,30 +272,50 @@ class KubernetesBackend(Backend):
 
     def deploy_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
         phase = iteration_phase(iteration, "deploy_workloads")
-        manifests = self.manifests(ctx)
-        namespace = manifests.namespace
         timeout = self.settings.timeouts.namespace_deletion
         ops = []
-        for role in ROLES:
-            # The previous iteration deleted this namespace; a retry must not race it.
+        for path in self.paths(ctx):
+            manifests = self.manifests(ctx, path)
+            namespace = manifests.namespace
+            for role in ROLES:
+                # The previous iteration deleted this namespace; a retry must not race it.
+                ops.append(
+                    wait_op(
+                        phase,
+                        role,
+                        f"namespace {namespace} is not still being deleted",
+                        lambda cluster, ns=namespace: _wait_not_terminating(cluster, ns, timeout),
+                        f"GET v1 Namespace {namespace}; wait up to {timeout:g}s while Terminating",
+                    )
+                )
+            suffix = " (paired baseline: no mesh)" if path.name == "no-mesh" else ""
             ops.append(
-                wait_op(
-                    phase,
-                    role,
-                    f"namespace {namespace} is not still being deleted",
-                    lambda cluster: _wait_not_terminating(cluster, namespace, timeout),
-                    f"GET v1 Namespace {namespace}; wait up to {timeout:g}s while Terminating",
+                apply_op(
+                    phase, "server", manifests.server, f"nginx in namespace {namespace}{suffix}"
                 )
             )
-        ops.append(apply_op(phase, "server", manifests.server, f"nginx in namespace {namespace}"))
-        ops.append(apply_op(phase, "client", manifests.client, f"Fortio in namespace {namespace}"))
+            ops.append(
+                apply_op(
+                    phase, "client", manifests.client, f"Fortio in namespace {namespace}{suffix}"
+                )
+            )
         return ops
 
     def workload_ready_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
         phase = iteration_phase(iteration, "wait_workloads_ready")
-        namespace = self.namespace(ctx)
+        mesh = self.mesh_path(ctx)
+        ops = self._rollout_ops(mesh, phase, "server_address")
+        ops += self.installer.workload_ready_ops(ctx, iteration)
+        ops.append(self._probe_op(mesh, phase))
+        if self.paired_baseline():
+            no_mesh = self.no_mesh_path(ctx)
+            ops += self._rollout_ops(no_mesh, phase, "paired_baseline_server_address")
+            ops.append(self._probe_op(no_mesh, phase, "paired_baseline_target_url"))
+        return ops
+
+    def _rollout_ops(self, path: LoadPath, phase: str, address_key: str) -> list[Op]:
+        namespace = path.namespace
         timeouts = self.settings.timeouts
-        profile = self.installer.workload_profile(ctx)
         ops = [
             wait_op(
                 phase,
@@ -253,7 +334,7 @@ class KubernetesBackend(Backend):
                 f"{self.poll_interval:g}s, up to {timeouts.rollout:g}s",
             ),
         ]
-        if profile.service_type == "LoadBalancer":
+        if path.profile.service_type == "LoadBalancer":
             ops.append(
                 wait_op(
                     phase,
@@ -264,22 +345,20 @@ class KubernetesBackend(Backend):
                     ),
                     f"poll v1 Service {namespace}/{NGINX} .status.loadBalancer.ingress[0] "
                     f"(ip or hostname), up to {timeouts.load_balancer:g}s",
-                    record_as="server_address",
+                    record_as=address_key,
                 )
             )
-        ops += self.installer.workload_ready_ops(ctx, iteration)
-        ops.append(self._probe_op(ctx, phase))
         return ops
 
-    def _probe_op(self, ctx: RunContext, phase: str) -> Op:
-        namespace = self.namespace(ctx)
+    def _probe_op(self, path: LoadPath, phase: str, record_as: str = "target_url") -> Op:
+        namespace = path.namespace
         timeout = self.settings.timeouts.probe
         forward = format_command(
             ["kubectl", *port_forward_args(namespace, FORTIO_TARGET, FORTIO_REST_PORT)]
         )
 
         def probe(clusters: Clusters) -> dict[str, Any]:
-            target = self.installer.target_url(ctx, clusters)
+            target = path.target_url(clusters)
             client = clusters["client"]
 
             def attempt() -> Readiness:
@@ -298,13 +377,13 @@ class KubernetesBackend(Backend):
                 timeout=timeout,
                 interval=self.probe_interval,
             )
-            return {"target_url": target}
+            return {record_as: target}
 
         return call_op(
             phase,
             "client",
             "http",
-            f"probe: Fortio requests {self.installer.describe_target(ctx)} and gets only 200s",
+            f"probe: Fortio requests {path.describe_target} and gets only 200s",
             probe,
             f"{forward}\nPOST /fortio/rest/run "
             '{"url": <target>, "qps": "-1", "c": "1", "n": "5", "timeout": "5s"} '
@@ -318,7 +397,6 @@ class KubernetesBackend(Backend):
         )
 
     def _namespace_removal_ops(self, ctx: RunContext, phase: str) -> list[Op]:
-        namespace = self.namespace(ctx)
         timeout = self.settings.timeouts.namespace_deletion
         return [
             delete_op(
@@ -331,12 +409,20 @@ class KubernetesBackend(Backend):
                 timeout,
                 f"delete namespace {namespace} and wait until it is gone",
             )
+            for namespace in self._namespaces(ctx)
             for role in ROLES
         ]
 
+    def _namespaces(self, ctx: RunContext) -> list[str]:
+        # The no-mesh namespace goes even when the paired baseline was switched off since
+        # (deleting a namespace that is not there is tolerated).
+        mesh = self.namespace(ctx)
+        return [mesh, paired_baseline_namespace(mesh)]
+
     def run_load_steps(self, ctx: RunContext, iteration: int, phase: str, index: int) -> list[Step]:
         """What ``run_load`` does (its control flow is its own, so it is described here)."""
-        namespace = self.namespace(ctx)
+        path = self.path_for(ctx, phase)
+        namespace = path.namespace
         task = phase if phase == PHASE_WARMUP else f"{phase}_{index:02d}"
         step_phase = iteration_phase(iteration, task)
         duration = (
@@ -355,7 +441,7 @@ class KubernetesBackend(Backend):
             ),
         ]
         if phase != PHASE_WARMUP:
-            scopes = "; ".join(scope.describe() for scope in self.sample_scopes(ctx))
+            scopes = "; ".join(scope.describe() for scope in path.sample_scopes)
             steps.append(
                 Step(
                     step_phase,
@@ -367,12 +453,15 @@ class KubernetesBackend(Backend):
                     f"run negative",
                 )
             )
+        kind = {
+            PHASE_WARMUP: "warm-up",
+            PHASE_PAIRED_BASELINE: "paired baseline (no mesh, same clusters)",
+        }.get(phase, "measured")
         steps.append(
             Step(
                 step_phase,
                 "http",
-                f"{'warm-up' if phase == PHASE_WARMUP else 'measured'} Fortio run of "
-                f"{duration:g}s against {self.installer.describe_target(ctx)}"
+                f"{kind} Fortio run of {duration:g}s against {path.describe_target}"
                 + (" (result discarded)" if phase == PHASE_WARMUP else ""),
                 "POST /fortio/rest/run "
                 + ", ".join(f'"{k}": "{v}"' for k, v in body.items())
@@ -399,7 +488,10 @@ class KubernetesBackend(Backend):
         steps += plan_steps(self.workload_ready_ops(ctx, iteration))
         if ctx.load.warmup:
             steps += self.run_load_steps(ctx, iteration, PHASE_WARMUP, 1)
+        # As pipeline.steps runs them: with a paired baseline B1 M1 B2 M2 …
         for index in range(1, ctx.load.runs_per_iteration + 1):
+            if self.paired_baseline():
+                steps += self.run_load_steps(ctx, iteration, PHASE_PAIRED_BASELINE, index)
             steps += self.run_load_steps(ctx, iteration, PHASE_MEASURED, index)
         steps += plan_steps(self.uninstall_ops(ctx, iteration))
         if ctx.load.iterations > 1:
@@ -465,13 +557,7 @@ class KubernetesBackend(Backend):
 
     # ------------------------------------------------------------------ measuring
     def sample_scopes(self, ctx: RunContext) -> list[SampleScope]:
-        namespace = self.namespace(ctx)
-        profile = self.installer.workload_profile(ctx)
-        return [
-            SampleScope("client", namespace),
-            SampleScope("server", namespace),
-            *profile.extra_sample_scopes,
-        ]
+        return list(self.mesh_path(ctx).sample_scopes)
 
     def _fortio_request(
         self, ctx: RunContext, iteration: int, phase: str, index: int, url: str
@@ -504,7 +590,11 @@ class KubernetesBackend(Backend):
     def run_load(
         self, ctx: RunContext, iteration: int, phase: str, run_index: int
     ) -> MeasurementOutcome:
-        """One Fortio run through a fresh port-forward; never raises for a failed run."""
+        """One Fortio run through a fresh port-forward; never raises for a failed run.
+
+        ``paired-baseline`` runs go over the no-mesh path (their own namespace, nginx's
+        LoadBalancer Service) between the same clusters."""
+        path = self.path_for(ctx, phase)
         context: dict[str, Any] = {
             "environment": ctx.environment,
             "mesh": ctx.mesh,
@@ -512,26 +602,20 @@ class KubernetesBackend(Backend):
             "iteration": iteration,
             "phase": phase,
             "run_index": run_index,
-            "namespace": self.namespace(ctx),
+            "namespace": path.namespace,
+            "path": path.name,
             "load_generator": "fortio",
             "fortio_mode": "REST async, save=on, via kubectl port-forward",
         }
         samples: list[dict[str, Any]] = []
-        if phase == PHASE_PAIRED_BASELINE:
-            return MeasurementOutcome(
-                None,
-                "paired baselines are measured only in the local environment; on Kubernetes "
-                "the baseline mesh is its own DAG",
-                context,
-            )
         try:
-            context["like_for_like"] = self.installer.workload_profile(ctx).record()
+            context["like_for_like"] = path.profile.record()
             context["workloads"] = workload_record(self.settings)
             with self.clusters(ctx) as clusters:
-                target = self.installer.target_url(ctx, clusters)
+                target = path.target_url(clusters)
                 context["target_url"] = target
                 request = self._fortio_request(ctx, iteration, phase, run_index, target)
-                outcome, samples = self._measure(ctx, clusters, request, phase, context)
+                outcome, samples = self._measure(path, clusters, request, phase, context)
                 return outcome
         except Exception as exc:
             reason = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
@@ -542,7 +626,7 @@ class KubernetesBackend(Backend):
 
     def _measure(
         self,
-        ctx: RunContext,
+        path: LoadPath,
         clusters: Clusters,
         request: Any,
         phase: str,
@@ -550,11 +634,11 @@ class KubernetesBackend(Backend):
     ) -> tuple[MeasurementOutcome, list[dict[str, Any]]]:
         from meshbench.loadgen.fortio import FortioClient
 
-        namespace = self.namespace(ctx)
+        namespace = path.namespace
         client: KubeCluster = clusters["client"]
         sampler: ResourceSampler | None = None
         if phase != PHASE_WARMUP:
-            scopes = self.sample_scopes(ctx)
+            scopes = path.sample_scopes
             sampler = ResourceSampler(
                 {scope.cluster: clusters[scope.cluster].api for scope in scopes},
                 scopes,

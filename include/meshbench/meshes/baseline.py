@@ -16,12 +16,24 @@ from meshbench.kube.cluster import Clusters
 from meshbench.kube.ops import Op, call_op
 from meshbench.kube.waits import load_balancer_state
 from meshbench.meshes.base import MeshInstaller
-from meshbench.workloads.kubernetes import NGINX, NGINX_PORT, WorkloadProfile
+from meshbench.workloads.kubernetes import NGINX, NGINX_PORT, NO_MESH_PROFILE, WorkloadProfile
 
 
 def http_url(address: str, port: int) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{port}/"
+
+
+def describe_load_balancer_target(namespace: str) -> str:
+    return f"http://<LoadBalancer address of service {namespace}/{NGINX}>:{NGINX_PORT}/"
+
+
+def load_balancer_url(clusters: Clusters, namespace: str) -> str:
+    """nginx's URL through its LoadBalancer Service in ``namespace`` of the server cluster."""
+    state = load_balancer_state(clusters["server"].api, namespace, NGINX)
+    if not state.ready:
+        raise StepFailed("; ".join(state.pending))
+    return http_url(str(state.value), NGINX_PORT)
 
 
 class BaselineInstaller(MeshInstaller):
@@ -45,23 +57,13 @@ class BaselineInstaller(MeshInstaller):
         return []
 
     def workload_profile(self, ctx: RunContext) -> WorkloadProfile:
-        return WorkloadProfile(
-            service_type="LoadBalancer",
-            protocol="http",
-            path="fortio -> server cluster's LoadBalancer -> kube-proxy -> nginx (no proxies)",
-            # A cloud LB on AWS, MetalLB on bare metal: the environment records which.
-            crosses_load_balancer=True,
-        )
+        return NO_MESH_PROFILE
 
     def describe_target(self, ctx: RunContext) -> str:
-        service = f"{ctx.resource_prefix}/{NGINX}"
-        return f"http://<LoadBalancer address of service {service}>:{NGINX_PORT}/"
+        return describe_load_balancer_target(ctx.resource_prefix)
 
     def target_url(self, ctx: RunContext, clusters: Clusters) -> str:
-        state = load_balancer_state(clusters["server"].api, ctx.resource_prefix, NGINX)
-        if not state.ready:
-            raise StepFailed("; ".join(state.pending))
-        return http_url(str(state.value), NGINX_PORT)
+        return load_balancer_url(clusters, ctx.resource_prefix)
 
     def run_info(self, ctx: RunContext) -> dict[str, Any]:
         return {"mesh": self.name, "mesh_version": None}

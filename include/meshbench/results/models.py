@@ -291,6 +291,18 @@ class DailySummary(Base):
         Double, doc="Latency added per request (ms), or QPS ratio mesh/baseline for 'qps'."
     )
     run_ids: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    flagged_runs: Mapped[list[Any]] = mapped_column(
+        default=list,
+        server_default="[]",
+        doc="Runs the deviation check flagged: run_id, measurement_id, iteration, run_index, "
+        "value_ms, reason.",
+    )
+    flagged_excluded: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default="false",
+        doc="Whether the flagged runs were left out of the means (an explicit setting).",
+    )
     computed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

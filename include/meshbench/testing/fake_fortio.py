@@ -50,7 +50,10 @@ class FakeFortio:
         *,
         mode: str = "ok",
         run_seconds: float = 0.2,
+        results_by_url: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
+        """``results_by_url``: runs whose target URL starts with a key are answered from
+        that key's documents instead (two paths answering differently)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if not results:
@@ -58,6 +61,7 @@ class FakeFortio:
         self.mode = mode
         self.run_seconds = run_seconds
         self._results = results
+        self._results_by_url = dict(results_by_url or {})
         self._lock = threading.Lock()
         self._next_id = 0
         self.running: dict[int, dict[str, Any]] = {}
@@ -89,7 +93,12 @@ class FakeFortio:
 
     # -- behaviour --------------------------------------------------------------------
     def _result_for(self, run_id: int, body: dict[str, Any], result_id: str) -> dict[str, Any]:
-        document = copy.deepcopy(self._results[(run_id - 1) % len(self._results)])
+        url = str(body.get("url", ""))
+        results = next(
+            (docs for prefix, docs in self._results_by_url.items() if url.startswith(prefix)),
+            self._results,
+        )
+        document = copy.deepcopy(results[(run_id - 1) % len(results)])
         document["Labels"] = body.get("labels", "")
         document["RunID"] = run_id
         document["ID"] = result_id

@@ -106,6 +106,7 @@ def comparison_tables(frame: pd.DataFrame) -> list[dict[str, Any]]:
                     "cells": [
                         ("n", str(record["n"]), None),
                         ("negative", str(record["negative"]), None),
+                        ("flagged", str(record["flagged"]), None),
                         ("excluded", str(record["excluded"]), None),
                         ("QPS", _number(record["QPS"], 2), record["QPS"]),
                         *(
@@ -277,7 +278,10 @@ def create_app(engine_dependency: Callable[[], Engine] = get_engine) -> FastAPI:
         if selection is not None:
             frame = data.comparison(engine, selection.environment, selection.day)
             main = _main_profile(frame, selection.profile)
+            flagged = data.flagged_runs(engine, selection.environment, selection.day)
             context.update(
+                flagged=_records(flagged),
+                flagged_excluded=bool(not flagged.empty and flagged["flagged_excluded"].any()),
                 dates=dates,
                 tables=comparison_tables(frame),
                 profile=main,

@@ -30,7 +30,7 @@ MAX_LISTED_ROWS = 200
 _SUMMARY_COLUMNS = (
     "environment, mesh, mesh_version_key, benchmark_date, load_profile_key, metric, "
     "n_positive, n_negative, n_excluded, mean, median, stddev, ci_low, ci_high, "
-    "baseline_mean, overhead, run_ids"
+    "baseline_mean, overhead, run_ids, flagged_runs, flagged_excluded"
 )
 
 
@@ -111,8 +111,31 @@ def comparison(engine: Engine, environment: str, day: date) -> pd.DataFrame:
         day=day,
     )
     if not rows.empty:
-        rows["run_ids"] = rows["run_ids"].map(lambda v: json.loads(v) if isinstance(v, str) else v)
-    return comparison_frame(Summary(rows=rows, excluded=pd.DataFrame()))
+        for column in ("run_ids", "flagged_runs"):
+            rows[column] = rows[column].map(_as_list)
+    return comparison_frame(Summary(rows=rows, flagged=pd.DataFrame()))
+
+
+def flagged_runs(engine: Engine, environment: str, day: date) -> pd.DataFrame:
+    """The day's runs flagged by the deviation check, with their reason and whether they
+    were left out of the means (stored with each summary row; read from its avg_ms row)."""
+    rows = _read(
+        engine,
+        "SELECT mesh, mesh_version_key, load_profile_key, flagged_excluded, flagged_runs "
+        "FROM daily_summary WHERE environment = :environment AND benchmark_date = :day "
+        "AND metric = 'avg_ms' AND flagged_runs <> '[]'::jsonb ORDER BY mesh, load_profile_key",
+        environment=environment,
+        day=day,
+    )
+    records = []
+    for row in rows.to_dict(orient="records"):
+        for run in _as_list(row.pop("flagged_runs")):
+            records.append({**row, **run})
+    return pd.DataFrame(records)
+
+
+def _as_list(value: object) -> list:
+    return json.loads(value) if isinstance(value, str) else list(value or [])
 
 
 def history(

@@ -77,6 +77,24 @@ class WorkloadProfile:
         }
 
 
+# The no-mesh path: nginx behind a LoadBalancer Service, no proxies (the baseline mesh, and
+# the paired baseline run before each mesh run).
+NO_MESH_PROFILE = WorkloadProfile(
+    service_type="LoadBalancer",
+    protocol="http",
+    path="fortio -> server cluster's LoadBalancer -> kube-proxy -> nginx (no proxies)",
+    # A cloud LB on AWS, MetalLB on bare metal: the environment records which.
+    crosses_load_balancer=True,
+)
+PAIRED_BASELINE_SUFFIX = "-nomesh"
+
+
+def paired_baseline_namespace(namespace: str) -> str:
+    """Where a paired baseline's nginx and Fortio run, beside the mesh's ``namespace`` in the
+    same two clusters: no injection labels, no NSM annotations, so no mesh on the path."""
+    return f"{namespace}{PAIRED_BASELINE_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class WorkloadManifests:
     namespace: str
