@@ -83,6 +83,7 @@ def run_pipeline_step(
 
     from meshbench.pipeline.lease import RESCHEDULE_SECONDS
     from meshbench.pipeline.steps import Pipeline, StepRescheduled, StepSkipped, TooFewPositives
+    from meshbench.results.migrate import SchemaNotCurrent
 
     pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
     try:
@@ -95,8 +96,8 @@ def run_pipeline_step(
         raise AirflowRescheduleException(
             datetime.now(UTC) + timedelta(seconds=RESCHEDULE_SECONDS)
         ) from None
-    except TooFewPositives as exc:
-        # Retrying cannot add positive runs: fail without retries.
+    except (TooFewPositives, SchemaNotCurrent) as exc:
+        # Retrying cannot add positive runs or migrate the database: fail without retries.
         raise AirflowFailException(str(exc)) from None
     if step == "load_results":
         context["outlet_events"][RESULTS_ASSET].extra = {

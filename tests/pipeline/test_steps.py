@@ -218,3 +218,27 @@ def test_cluster_minutes_reported_by_delete_are_recorded(config, clean_results, 
         ).one()
     assert minutes == 42.5
     assert teardown == {"cluster_minutes": 42.5, "estimated_cost_usd": 1.25}
+
+
+def test_an_unmigrated_results_database_fails_create_clusters_before_anything_runs(
+    config, fresh_database, monkeypatch
+) -> None:
+    from sqlalchemy import create_engine
+
+    from meshbench.results.migrate import SchemaNotCurrent
+
+    unmigrated = create_engine(fresh_database())
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: unmigrated)
+    backend = ReplayBackend(config)
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__unmigrated",
+        task_id="create_clusters",
+        benchmark_date=date(2026, 1, 2),
+    )
+    try:
+        with pytest.raises(SchemaNotCurrent, match="run `meshbench db upgrade`"):
+            Pipeline(config, "local", "envoy-mtls", task, backend=backend).run("create_clusters")
+    finally:
+        unmigrated.dispose()
+    assert backend.calls == []

@@ -140,7 +140,10 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _airflow(args: argparse.Namespace) -> int:
-    from meshbench.airflow_env import airflow_environment, run_airflow
+    from meshbench.airflow_env import airflow_environment, migrate_results, run_airflow
 
     forwarded = args.args[1:] if args.args[:1] == ["--"] else args.args
-    return run_airflow(forwarded, env=airflow_environment(), check=False).returncode
+    env = airflow_environment()
+    # A scheduler or backfill started through here must find the results schema in place.
+    migrate_results(env)
+    return run_airflow(forwarded, env=env, check=False).returncode

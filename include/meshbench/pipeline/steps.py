@@ -46,6 +46,9 @@ ITERATION_STEPS = (
     "uninstall_mesh",
 )
 PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
+# Steps that find out first that the results database is not migrated: before anything is
+# measured, and before loading.
+SCHEMA_CHECKED_STEPS = ("create_clusters", "load_results")
 # Fault injection for operators checking that teardown and negative rows work: a task id
 # (for example ``iteration_01.install_mesh``) that fails on purpose.
 INJECT_FAILURE_ENV_VAR = "MESHBENCH_INJECT_FAILURE"
@@ -178,6 +181,11 @@ class Pipeline:
         started_at = now_iso()
         try:
             self._guard(step, iteration)
+            if step in SCHEMA_CHECKED_STEPS:
+                from meshbench.results import migrate
+                from meshbench.results.db import get_engine
+
+                migrate.require_current(get_engine())
             self._hold_machine(step)
             self._mark_started(task_id)
             if os.environ.get(INJECT_FAILURE_ENV_VAR) == task_id:
