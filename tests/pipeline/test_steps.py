@@ -242,3 +242,87 @@ def test_an_unmigrated_results_database_fails_create_clusters_before_anything_ru
     finally:
         unmigrated.dispose()
     assert backend.calls == []
+
+
+def _load_alone(config, engine, monkeypatch, attempt: int):
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__1",
+        task_id="load_results",
+        benchmark_date=date(2026, 1, 2),
+        attempt=attempt,
+    )
+    return Pipeline(config, "local", "envoy-mtls", task, backend=ReplayBackend(config)).run(
+        "load_results"
+    )
+
+
+def test_a_cleared_load_results_loads_the_measuring_attempt_once(
+    config, clean_results, monkeypatch
+) -> None:
+    # Try 1 of the load fails (as against an unmigrated database); clearing it makes a new
+    # attempt of the DAG run whose folder holds nothing measured.
+    monkeypatch.setenv(INJECT_FAILURE_ENV_VAR, "load_results")
+    outcomes, _ = drive(config, ReplayBackend(config), clean_results, monkeypatch)
+    assert outcomes["load_results"] == "failed"
+    with clean_results.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM run")).scalar_one() == 0
+    monkeypatch.delenv(INJECT_FAILURE_ENV_VAR)
+
+    summary = _load_alone(config, clean_results, monkeypatch, attempt=2)
+    assert summary["positive_measured"] == 4 and summary["negatives"] == []
+    _load_alone(config, clean_results, monkeypatch, attempt=3)  # cleared once more
+    with clean_results.connect() as connection:
+        runs = connection.execute(text("SELECT source_key, attempt, state FROM run")).all()
+        rows = connection.execute(
+            text("SELECT positive, count(*) FROM measurement WHERE phase = 'measured' GROUP BY 1")
+        ).all()
+    assert [tuple(r) for r in runs] == [
+        ("airflow:meshbench_local_envoy-mtls:manual__1:1", 1, "success")
+    ]
+    assert [tuple(r) for r in rows] == [(True, 4)]
+
+
+def test_a_re_measured_iteration_replaces_only_itself(config, clean_results, monkeypatch) -> None:
+    monkeypatch.setenv(INJECT_FAILURE_ENV_VAR, "iteration_02.install_mesh")
+    lenient = config.model_copy(
+        update={
+            "load_profiles": {
+                **config.load_profiles,
+                "study": config.load_profiles["study"].model_copy(update={"min_positive": 2}),
+            }
+        }
+    )
+    drive(lenient, ReplayBackend(config), clean_results, monkeypatch)
+    monkeypatch.delenv(INJECT_FAILURE_ENV_VAR)
+    # Attempt 2: iteration 2 cleared and re-run (with its setups), then the load.
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: clean_results)
+    again = ReplayBackend(config)
+
+    def run(task_id, name, iteration=None):
+        task = TaskRun(
+            dag_id="meshbench_local_envoy-mtls",
+            run_id="manual__1",
+            task_id=task_id,
+            benchmark_date=date(2026, 1, 2),
+            attempt=2,
+        )
+        Pipeline(lenient, "local", "envoy-mtls", task, backend=again).run(name, iteration)
+
+    run("create_clusters", "create_clusters")
+    run("prepare_pair", "prepare_pair")
+    for name in ITERATION_STEPS:
+        run(iteration_task_id(2, name), name, 2)
+    run("delete_clusters", "delete_clusters")
+    run("load_results", "load_results")
+    assert [c for c in again.calls if c.startswith("run_load:1:")] == []
+    with clean_results.connect() as connection:
+        latest = connection.execute(
+            text(
+                "SELECT m.iteration, m.positive, count(*) FROM measurement m "
+                "JOIN v_run r ON r.id = m.run_id WHERE r.is_latest_attempt "
+                "AND m.phase = 'measured' GROUP BY 1, 2 ORDER BY 1"
+            )
+        ).all()
+    assert [tuple(r) for r in latest] == [(1, True, 2), (2, True, 2)]

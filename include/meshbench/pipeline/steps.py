@@ -356,15 +356,80 @@ class Pipeline:
 # ------------------------------------------------------------------- collection
 
 
-def _read_failures(pipeline: Pipeline) -> dict[str, str]:
-    folder = pipeline.run_dir / "failures"
-    if not folder.exists():
-        return {}
-    failures = {}
-    for path in folder.iterdir():
-        document = pipeline.store.read_json(path)
-        failures[document["task_id"]] = document["reason"]
-    return failures
+class AttemptFolders:
+    """The artifact folders of every attempt of one DAG run, newest first.
+
+    Clearing any task of a finished DAG run makes a new attempt (Airflow's clear number),
+    with a folder of its own. A clear of ``load_results`` alone runs nothing but the load,
+    so its folder holds no results: the load must read the attempts that measured. Each
+    iteration is read from the newest attempt in which one of its tasks ran, so a
+    re-measured iteration replaces the older one and an untouched one is kept.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.store = pipeline.store
+        task = pipeline.task
+        self.folders = [
+            (attempt, pipeline.store.run_dir(task.dag_id, task.run_id, attempt))
+            for attempt in range(task.attempt, 0, -1)
+        ]
+        self.folders = [
+            (attempt, folder)
+            for attempt, folder in self.folders
+            if attempt == task.attempt or folder.exists()
+        ]
+
+    @staticmethod
+    def _names(folder, kind: str) -> set[str]:
+        where = folder / kind
+        if not where.exists():
+            return set()
+        return {path.name.removesuffix(".json") for path in where.iterdir()}
+
+    def ran_in(self, folder, task_ids: list[str]) -> bool:
+        touched = self._names(folder, "started") | self._names(folder, "failures")
+        return any(task_id in touched for task_id in task_ids)
+
+    def measuring(self) -> tuple[int, Any]:
+        """The newest attempt in which anything but the load ran (else the current one)."""
+        for attempt, folder in self.folders:
+            touched = self._names(folder, "started") | self._names(folder, "failures")
+            if touched - {"load_results"}:
+                return attempt, folder
+        return self.folders[0]
+
+    def for_tasks(self, task_ids: list[str]):
+        """The newest folder in which one of ``task_ids`` ran, if any did."""
+        for _, folder in self.folders:
+            if self.ran_in(folder, task_ids):
+                return folder
+        return None
+
+    def failures(self, folder) -> dict[str, str]:
+        found = {}
+        for name in self._names(folder, "failures"):
+            document = self.store.read_json(folder / "failures" / f"{name}.json")
+            found[document["task_id"]] = document["reason"]
+        return found
+
+    def all_failures(self) -> dict[str, str]:
+        """Each task's failure from the newest attempt it ran in, the load's own left out."""
+        found: dict[str, str] = {}
+        decided: set[str] = set()
+        for _, folder in self.folders:
+            ran = self._names(folder, "started") | self._names(folder, "failures")
+            for task_id, reason in self.failures(folder).items():
+                if task_id not in decided and task_id != "load_results":
+                    found[task_id] = reason
+            decided |= ran
+        return found
+
+    def step(self, task_id: str) -> dict[str, Any] | None:
+        for _, folder in self.folders:
+            path = folder / "steps" / f"{task_id}.json"
+            if path.exists():
+                return self.store.read_json(path)
+        return None
 
 
 def _first_failure(failures: dict[str, str], task_ids: list[str]) -> tuple[str, str] | None:
@@ -374,13 +439,11 @@ def _first_failure(failures: dict[str, str], task_ids: list[str]) -> tuple[str, 
     return None
 
 
-def _read_step(pipeline: Pipeline, task_id: str) -> dict[str, Any] | None:
-    path = pipeline._step_file(task_id)
-    return pipeline.store.read_json(path) if path.exists() else None
-
-
 def _cluster_minutes(
-    pipeline: Pipeline, info: dict[str, Any], deleted: dict[str, Any] | None
+    pipeline: Pipeline,
+    info: dict[str, Any],
+    created: dict[str, Any] | None,
+    deleted: dict[str, Any] | None,
 ) -> float | None:
     reported = (deleted or {}).get("result") or {}
     if reported.get("cluster_minutes") is not None:
@@ -389,7 +452,6 @@ def _cluster_minutes(
         return float(info["cluster_minutes"])
     if pipeline.environment == "local":
         return None
-    created = _read_step(pipeline, "create_clusters")
     if not created:
         return None
     start = datetime.fromisoformat(created["started_at"])
@@ -398,35 +460,46 @@ def _cluster_minutes(
 
 
 def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
-    """Every measurement of the run: kept artifacts, and negatives for runs never made."""
-    failures = _read_failures(pipeline)
-    pair_failure = _first_failure(failures, ["create_clusters", "prepare_pair"])
+    """Every measurement of the run: kept artifacts, and negatives for runs never made.
+
+    Read from every attempt of the DAG run (see AttemptFolders), each measured run once.
+    """
+    folders = AttemptFolders(pipeline)
+    pair_folder = folders.for_tasks(["create_clusters", "prepare_pair"])
+    pair_failure = (
+        _first_failure(folders.failures(pair_folder), ["create_clusters", "prepare_pair"])
+        if pair_folder is not None
+        else None
+    )
     load = pipeline.ctx.load
     records: list[MeasurementRecord] = []
     for iteration in range(1, load.iterations + 1):
         group_ids = [iteration_task_id(iteration, step) for step in ITERATION_STEPS]
-        failure = _first_failure(failures, group_ids) or pair_failure
-        folder = pipeline.run_dir / iteration_group(iteration)
+        source = folders.for_tasks(group_ids)
+        failure = pair_failure
         kept: set[tuple[str, int]] = set()
-        if folder.exists():
-            for path in sorted(folder.iterdir()):
-                document = pipeline.store.read_json(path)
-                kept.add((document["phase"], document["run_index"]))
-                records.append(
-                    MeasurementRecord(
-                        iteration=iteration,
-                        phase=document["phase"],
-                        run_index=document["run_index"],
-                        outcome=MeasurementOutcome(
-                            raw_result=document.get("result"),
-                            failure=document.get("failure"),
-                            context=document.get("context") or {},
-                            resource_samples=document.get("resource_samples") or [],
-                        ),
-                        artifact_uri=str(path),
-                        source=str(path),
+        if source is not None:
+            failure = _first_failure(folders.failures(source), group_ids) or pair_failure
+            folder = source / iteration_group(iteration)
+            if folder.exists():
+                for path in sorted(folder.iterdir()):
+                    document = pipeline.store.read_json(path)
+                    kept.add((document["phase"], document["run_index"]))
+                    records.append(
+                        MeasurementRecord(
+                            iteration=iteration,
+                            phase=document["phase"],
+                            run_index=document["run_index"],
+                            outcome=MeasurementOutcome(
+                                raw_result=document.get("result"),
+                                failure=document.get("failure"),
+                                context=document.get("context") or {},
+                                resource_samples=document.get("resource_samples") or [],
+                            ),
+                            artifact_uri=str(path),
+                            source=str(path),
+                        )
                     )
-                )
         for run_index in range(1, load.runs_per_iteration + 1):
             if (PHASE_MEASURED, run_index) in kept:
                 continue
@@ -451,13 +524,15 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     ctx = pipeline.ctx
     task = pipeline.task
     records = collect_records(pipeline)
-    created = _read_step(pipeline, "create_clusters")
-    deleted = _read_step(pipeline, "delete_clusters")
+    folders = AttemptFolders(pipeline)
+    measuring_attempt, measuring_folder = folders.measuring()
+    created = folders.step("create_clusters")
+    deleted = folders.step("delete_clusters")
     try:
         info = pipeline.backend.run_info(ctx)
     except Exception as exc:
         info = {"run_info_error": _reason(exc)}
-    failures = _read_failures(pipeline)
+    failures = folders.all_failures()
     settings = {
         "backend": info,
         "clusters": (created or {}).get("result", {}),
@@ -467,11 +542,13 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "params": task.params,
         "failures": failures,
         "teardown": (deleted or {}).get("result") or {},
-        "artifacts": str(pipeline.run_dir),
+        "artifacts": str(measuring_folder),
+        "loaded_by_attempt": task.attempt,
     }
     measured_positive = 0
     run = RunRecord(
-        source_key=f"airflow:{task.dag_id}:{task.run_id}:{task.attempt}",
+        # The attempt that measured: a clear of load_results alone loads into the same run.
+        source_key=f"airflow:{task.dag_id}:{task.run_id}:{measuring_attempt}",
         environment=pipeline.environment,
         mesh=pipeline.mesh,
         mesh_version=ctx.mesh_version,
@@ -489,7 +566,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         finished_at=datetime.now(UTC),
         settings=settings,
         state="running",
-        cluster_minutes=_cluster_minutes(pipeline, info, deleted),
+        cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
     with engine.connect() as connection:
