@@ -82,11 +82,13 @@ def run_pipeline_step(
     )
 
     from meshbench.pipeline.lease import RESCHEDULE_SECONDS
+    from meshbench.pipeline.params import TriggerParamsInvalid
     from meshbench.pipeline.steps import Pipeline, StepRescheduled, StepSkipped, TooFewPositives
     from meshbench.results.migrate import SchemaNotCurrent
 
-    pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
     try:
+        # Building the pipeline applies the trigger parameters: a bad one fails here.
+        pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
         result = pipeline.run(step, iteration)
     except StepSkipped as exc:
         raise AirflowSkipException(str(exc)) from None
@@ -96,8 +98,8 @@ def run_pipeline_step(
         raise AirflowRescheduleException(
             datetime.now(UTC) + timedelta(seconds=RESCHEDULE_SECONDS)
         ) from None
-    except (TooFewPositives, SchemaNotCurrent) as exc:
-        # Retrying cannot add positive runs or migrate the database: fail without retries.
+    except (TooFewPositives, SchemaNotCurrent, TriggerParamsInvalid) as exc:
+        # Retrying cannot add positive runs, migrate the database or mend the parameters.
         raise AirflowFailException(str(exc)) from None
     if step == "load_results":
         context["outlet_events"][RESULTS_ASSET].extra = {
@@ -166,7 +168,7 @@ def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
     return "\n".join(lines)
 
 
-def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, Param]:
+def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, Param]:
     load = config.load_profile_for(environment)
     params = {
         "iterations": Param(
@@ -186,8 +188,9 @@ def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, P
         "duration": Param(
             format_duration(load.duration),
             type="string",
-            pattern=r"^(\d+(\.\d+)?(ms|s|m|h))+$",
-            description="Length of each measured run, e.g. 60s or 1m30s.",
+            # At least one non-zero digit: "0s" is refused by the form itself.
+            pattern=r"^(?=.*[1-9])(\d+(\.\d+)?(ms|s|m|h))+$",
+            description="Length of each measured run, more than zero, e.g. 60s or 1m30s.",
         ),
         "connections": Param(load.connections, type="integer", minimum=1, maximum=1024),
         "qps": Param(
@@ -256,7 +259,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         is_paused_upon_creation=env.paused_on_creation,
         tags=["meshbench", "benchmark", f"env:{environment}", f"mesh:{mesh}"],
         default_args=default_args,
-        params=_params(config, environment, mesh),
+        params=trigger_params(config, environment, mesh),
         render_template_as_native_obj=False,
     ) as dag:
         create = step("create_clusters", "create_clusters")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
 from meshbench.backend import (
@@ -28,9 +29,10 @@ from meshbench.backend import (
     StepFailed,
 )
 from meshbench.benchlock import exclusive_benchmark
-from meshbench.config import BenchmarkConfig, ConfigError, LoadProfile, parse_duration
+from meshbench.config import BenchmarkConfig, LoadProfile, parse_duration
 from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
+from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
 from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
 
@@ -95,15 +97,25 @@ def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
         if params.get(name) is not None:
             updates[name] = int(params[name])
     if params.get("duration"):
-        updates["duration"] = parse_duration(params["duration"])
+        try:
+            updates["duration"] = parse_duration(params["duration"])
+        except ValueError as exc:
+            raise TriggerParamsInvalid(
+                f"trigger parameter duration {params['duration']!r} {exc}"
+            ) from None
     merged = base.model_dump() | updates
     planned = merged["iterations"] * merged["runs_per_iteration"]
     # Fewer iterations asked for in the trigger form lower the bar with them.
     merged["min_positive"] = min(merged["min_positive"], planned)
     try:
         return LoadProfile.model_validate(merged)
-    except Exception as exc:
-        raise ConfigError(f"trigger parameters {updates}: {exc}") from None
+    except ValidationError as exc:
+        named = "; ".join(
+            f"trigger parameter {'.'.join(map(str, error['loc']))} "
+            f"{updates.get(error['loc'][0], '')!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise TriggerParamsInvalid(named) from None
 
 
 def build_context(
@@ -181,6 +193,9 @@ class Pipeline:
         started_at = now_iso()
         try:
             self._guard(step, iteration)
+            if step == "create_clusters":
+                # Runs triggered past the API server's check (the CLI) are checked here.
+                check_trigger(self.config, self.task.dag_id, self.task.params)
             if step in SCHEMA_CHECKED_STEPS:
                 from meshbench.results import migrate
                 from meshbench.results.db import get_engine
