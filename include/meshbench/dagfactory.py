@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_ASSET = Asset(name="meshbench_results", uri="meshbench://results/postgres")
 DAG_ID_PREFIX = "meshbench"
+RUN_PURPOSE_ENV_VAR = "MESHBENCH_RUN_PURPOSE"
 STEP_TIMEOUT = timedelta(hours=1)
 MEASURE_TIMEOUT_MARGIN = timedelta(minutes=10)
 
@@ -68,6 +70,20 @@ def _task_run(context: dict[str, Any]):
         attempt=(getattr(dag_run, "clear_number", 0) or 0) + 1,
         try_number=ti.try_number or 1,
         params=dict(context.get("params") or {}),
+        purpose=run_purpose(str(getattr(dag_run, "run_type", "") or "")),
+    )
+
+
+def run_purpose(run_type: str) -> str:
+    """What the results call the DAG run: ``$MESHBENCH_RUN_PURPOSE`` (``meshbench demo``
+    sets ``test``), else from Airflow's run type; the day's result comes from scheduled
+    and backfill runs, so a short manual run never replaces it."""
+    override = os.environ.get(RUN_PURPOSE_ENV_VAR)
+    if override:
+        return override
+    value = run_type.rsplit(".", 1)[-1].lower()  # an enum member or its value
+    return {"scheduled": "scheduled", "backfill": "backfill", "asset_triggered": "scheduled"}.get(
+        value, "manual"
     )
 
 

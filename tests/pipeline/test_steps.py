@@ -21,7 +21,7 @@ from tests.pipeline.replay_backend import ReplayBackend
 pytestmark = pytest.mark.postgres
 
 
-def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
+def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, purpose="manual"):
     """Run the steps in DAG order, the way Airflow's trigger rules would."""
     monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
 
@@ -32,6 +32,7 @@ def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
             task_id=task_id,
             benchmark_date=date(2026, 1, 2),
             attempt=attempt,
+            purpose=purpose,
         )
         return Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
 
@@ -326,3 +327,38 @@ def test_a_re_measured_iteration_replaces_only_itself(config, clean_results, mon
             )
         ).all()
     assert [tuple(r) for r in latest] == [(1, True, 2), (2, True, 2)]
+
+
+def test_a_manual_run_of_a_scheduled_date_is_kept_but_does_not_replace_it(
+    config, clean_results, monkeypatch
+) -> None:
+    from meshbench.analysis.aggregate import aggregate
+
+    drive(config, ReplayBackend(config), clean_results, monkeypatch, "scheduled__1", 1, "scheduled")
+    short = config.model_copy(
+        update={
+            "load_profiles": {
+                **config.load_profiles,
+                "study": config.load_profiles["study"].model_copy(
+                    update={"duration": 5.0, "min_positive": 1}
+                ),
+            }
+        }
+    )
+    drive(short, ReplayBackend(short), clean_results, monkeypatch, "manual__2", 1, "manual")
+    aggregate(clean_results)
+    with clean_results.connect() as connection:
+        runs = connection.execute(
+            text(
+                "SELECT dag_run_id, attempt, purpose, by_hand, is_latest_attempt FROM v_run "
+                "ORDER BY attempt"
+            )
+        ).all()
+        compared = connection.execute(
+            text("SELECT load_profile_key, n_positive FROM v_comparison")
+        ).all()
+    assert [tuple(r) for r in runs] == [
+        ("scheduled__1", 1, "scheduled", False, True),
+        ("manual__2", 2, "manual", True, False),
+    ]
+    assert [tuple(r) for r in compared] == [("q6000-c1-d60s", 4)]

@@ -54,6 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
     from meshbench.analysis.aggregate import fetch_measurements, summarize
     from meshbench.analysis.report import comparison_tables
     from meshbench.config import LOAD_PROFILE_ENV_VAR, load_config
+    from meshbench.dagfactory import RUN_PURPOSE_ENV_VAR
     from meshbench.pipeline.artifacts import ArtifactStore
     from meshbench.postgres import state_dir
     from meshbench.results import migrate
@@ -77,7 +78,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"[bold]meshbench demo[/]: load profile {args.profile!r}, meshes "
         f"{', '.join(meshes)}; results database {engine.url}"
     )
-    env = prepare_airflow(airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile}))
+    # A demo is a test of the pipeline: it never stands for the day's scheduled result.
+    env = prepare_airflow(
+        airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile, RUN_PURPOSE_ENV_VAR: "test"})
+    )
 
     started = datetime.now(UTC).replace(microsecond=0)
     logical = started.isoformat()

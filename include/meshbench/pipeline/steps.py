@@ -88,6 +88,7 @@ class TaskRun:
     attempt: int = 1
     try_number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
+    purpose: str = "manual"  # scheduled, backfill, manual or test (see results.models)
 
 
 def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
@@ -581,6 +582,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         finished_at=datetime.now(UTC),
         settings=settings,
         state="running",
+        purpose=task.purpose,
         cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
@@ -601,6 +603,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,
+        "purpose": task.purpose,
         "environment": pipeline.environment,
         "mesh": pipeline.mesh,
         "benchmark_date": task.benchmark_date.isoformat(),
