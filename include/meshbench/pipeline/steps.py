@@ -264,6 +264,10 @@ class Pipeline:
                 f"another local run holds this machine: {holder.owner} "
                 f"(renewed {holder.age():.0f} s ago)"
             )
+        from meshbench.local.reaper import reap_orphans
+
+        # Runs of `meshbench local run` whose process was killed hold no lease.
+        reap_orphans()
         if holder is not None:
             from meshbench.local.reaper import reap
 
