@@ -204,7 +204,9 @@ class Pipeline:
                 migrate.require_current(get_engine())
             self._hold_machine(step)
             self._mark_started(task_id)
-            if os.environ.get(INJECT_FAILURE_ENV_VAR) == task_id:
+            injected = os.environ.get(INJECT_FAILURE_ENV_VAR, "")
+            # "TASK_ID" fails every try; "TASK_ID@N" only in attempt N of the DAG run.
+            if injected in (task_id, f"{task_id}@{self.task.attempt}"):
                 raise StepFailed(f"failure injected at {task_id} (${INJECT_FAILURE_ENV_VAR})")
             result = getattr(self, f"_{step}")(iteration) or {}
         except (StepSkipped, StepRescheduled, TooFewPositives):
