@@ -146,6 +146,10 @@ def test_make_ui_path_from_a_clean_state(tmp_path_factory) -> None:
                 "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
             )
             assert status == 400 and words in body["detail"], body
+        deadline = time.monotonic() + 300
+        while api.call("GET", f"/api/v2/dags/{DAG_ID}")[0] != 200:  # the dag-processor parses
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(3)
         assert api.runs() == []
         assert api.call("GET", f"/api/v2/dags/{DAG_ID}")[1]["is_paused"] is True
 
