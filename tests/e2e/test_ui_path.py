@@ -55,6 +55,22 @@ class Api:
     def runs(self) -> list[dict]:
         return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=50")[1]["dag_runs"]
 
+    def clear_load(self, run_id: str, log: Path) -> None:
+        """Clear a failed load_results (a new attempt of the DAG run) and wait for success."""
+        status, body = self.call(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+            {
+                "dag_run_id": run_id,
+                "task_ids": ["load_results"],
+                "dry_run": False,
+                "only_failed": True,
+                "reset_dag_runs": True,
+            },
+        )
+        assert status == 200, body
+        self.wait_for(run_id, ("success",), log)
+
     def wait_for(self, run_id_or_type: str, states: tuple[str, ...], log: Path) -> dict:
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
@@ -157,19 +173,7 @@ def test_make_ui_path_from_a_clean_state(tmp_path_factory) -> None:
         # (Airflow's ordinary retry) loads the measured runs: positive, once.
         api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
         failed = api.wait_for("scheduled", ("failed",), log)
-        status, _ = api.call(
-            "POST",
-            f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
-            {
-                "dag_run_id": failed["dag_run_id"],
-                "task_ids": ["load_results"],
-                "dry_run": False,
-                "only_failed": True,
-                "reset_dag_runs": True,
-            },
-        )
-        assert status == 200
-        api.wait_for(failed["dag_run_id"], ("success",), log)
+        api.clear_load(failed["dag_run_id"], log)
         rows = wait_for_rows(
             results,
             "SELECT r.purpose, r.attempt, m.positive, count(*) FROM run r JOIN measurement m "
@@ -190,7 +194,9 @@ def test_make_ui_path_from_a_clean_state(tmp_path_factory) -> None:
             {"logical_date": datetime.now(UTC).isoformat(), "conf": {"qps": 3000}},
         )
         assert status == 200, manual
-        api.wait_for(manual["dag_run_id"], ("success",), log)
+        # Its first attempt's load fails as well (the injected fault): cleared the same way.
+        api.wait_for(manual["dag_run_id"], ("failed",), log)
+        api.clear_load(manual["dag_run_id"], log)
         wait_for_rows(results, "SELECT 1 FROM run WHERE purpose = 'manual'")
         time.sleep(20)  # the aggregation after the manual load
         with results.connect() as connection:
