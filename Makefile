@@ -4,13 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format lock ui clean
+.PHONY: run test install lint format lock ui stop clean
 
 run: install
 	$(VENV)/bin/meshbench demo
 
 ui: install
 	$(VENV)/bin/meshbench ui
+
+# Stops `make ui` (Airflow and everything it started) and this checkout's private Postgres.
+stop:
+	@test -x $(VENV)/bin/meshbench && $(VENV)/bin/meshbench stop || echo "nothing installed, nothing to stop"
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

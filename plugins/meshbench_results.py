@@ -1,4 +1,5 @@
-"""Airflow plugin: the meshbench results page (a FastAPI app and a navigation entry).
+"""Airflow plugin: the meshbench results page (a FastAPI app and a navigation entry), and
+the check of the benchmark DAGs' trigger parameters (an API-server middleware).
 
 Wiring only; the page lives in meshbench.ui.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from meshbench.ui.app import URL_PREFIX, create_app
+from meshbench.ui.trigger_check import TriggerParamsMiddleware
 
 
 class MeshbenchResultsPlugin(AirflowPlugin):
@@ -23,4 +25,8 @@ class MeshbenchResultsPlugin(AirflowPlugin):
             "category": "browse",
             "url_route": "meshbench-results",
         }
+    ]
+    # Trigger and backfill requests of the benchmark DAGs: parameters checked in words.
+    fastapi_root_middlewares = [  # noqa: RUF012
+        {"middleware": TriggerParamsMiddleware, "name": "meshbench trigger parameters"}
     ]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from meshbench.postgres import PrivatePostgres
+from meshbench.postgres import PostgresUnavailable, PrivatePostgres
 from meshbench.results import migrate
 
 TESTS_DIR = Path(__file__).parent
@@ -25,6 +25,21 @@ RESULT_TABLES = (
     "daily_summary",
     "regression",
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_postgres_stopped_after_the_session() -> Iterator[None]:
+    """A test session that started this checkout's private Postgres stops it at the end:
+    a finished `make test` leaves no server running."""
+    server = PrivatePostgres.for_project()
+    try:
+        was_running = server.is_running()
+    except PostgresUnavailable:
+        yield
+        return
+    yield
+    if not was_running:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

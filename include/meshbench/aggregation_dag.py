@@ -38,13 +38,20 @@ named by the triggering events. A scheduled run revisits its day and the day bef
 
 
 def run_aggregation(**context: Any) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException
+
     from meshbench.analysis.daily import (
         keys_for_day,
         keys_from_events,
         run_daily_aggregation,
     )
+    from meshbench.results import migrate
     from meshbench.results.db import get_engine
 
+    try:
+        migrate.require_current(get_engine())
+    except migrate.SchemaNotCurrent as exc:
+        raise AirflowFailException(str(exc)) from None
     extras = [
         dict(event.extra or {})
         for events in (context.get("triggering_asset_events") or {}).values()

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from meshbench.config import BenchmarkConfig, load_config
 from meshbench.postgres import AIRFLOW_DATABASE, PrivatePostgres, project_root, state_dir
-from meshbench.results.db import RESULTS_CONN_ID, resolve_database_url
+from meshbench.results.db import RESULTS_CONN_ID, normalise_url, resolve_database_url
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,24 @@ def pools(config: BenchmarkConfig) -> list[tuple[str, int, str]]:
     return list(found.values())
 
 
+def results_url_of(env: dict[str, str]) -> str:
+    """The results database that Airflow's tasks will use under ``env``."""
+    raw = env.get(f"AIRFLOW_CONN_{RESULTS_CONN_ID.upper()}")
+    return normalise_url(raw) if raw else resolve_database_url()
+
+
+def migrate_results(env: dict[str, str]) -> None:
+    """Bring the results database to the newest schema before any DAG can run."""
+    from meshbench.results import migrate
+    from meshbench.results.db import get_engine
+
+    migrate.upgrade(get_engine(results_url_of(env)))
+
+
 def prepare_airflow(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Migrate Airflow's metadata database and create the pools; returns the environment."""
+    """Migrate both databases and create the pools; returns the environment."""
     env = env or airflow_environment()
+    migrate_results(env)
     run_airflow(["db", "migrate"], env=env, capture=True)
     for name, slots, description in pools(load_config()):
         run_airflow(["pools", "set", name, str(slots), description], env=env, capture=True)

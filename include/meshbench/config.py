@@ -160,7 +160,8 @@ class LocalEnvironment(EnvironmentBase):
     network_mode: Literal["auto", "netns", "loopback"] = "auto"
     subnet: ipaddress.IPv4Network = BENCHMARK_NETWORK
     queue: str = Field("meshbench_local", pattern=_SLUG)
-    paused_on_creation: bool = False
+    # Paused on creation like the others: a first start of Airflow runs nothing long.
+    paused_on_creation: bool = True
     paired_baseline: bool = True
     cpu_placement: Literal["shared", "split", "none"] = Field(
         "shared",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_ASSET = Asset(name="meshbench_results", uri="meshbench://results/postgres")
 DAG_ID_PREFIX = "meshbench"
+RUN_PURPOSE_ENV_VAR = "MESHBENCH_RUN_PURPOSE"
 STEP_TIMEOUT = timedelta(hours=1)
 MEASURE_TIMEOUT_MARGIN = timedelta(minutes=10)
 
@@ -68,6 +70,20 @@ def _task_run(context: dict[str, Any]):
         attempt=(getattr(dag_run, "clear_number", 0) or 0) + 1,
         try_number=ti.try_number or 1,
         params=dict(context.get("params") or {}),
+        purpose=run_purpose(str(getattr(dag_run, "run_type", "") or "")),
+    )
+
+
+def run_purpose(run_type: str) -> str:
+    """What the results call the DAG run: ``$MESHBENCH_RUN_PURPOSE`` (``meshbench demo``
+    sets ``test``), else from Airflow's run type; the day's result comes from scheduled
+    and backfill runs, so a short manual run never replaces it."""
+    override = os.environ.get(RUN_PURPOSE_ENV_VAR)
+    if override:
+        return override
+    value = run_type.rsplit(".", 1)[-1].lower()  # an enum member or its value
+    return {"scheduled": "scheduled", "backfill": "backfill", "asset_triggered": "scheduled"}.get(
+        value, "manual"
     )
 
 
@@ -82,10 +98,13 @@ def run_pipeline_step(
     )
 
     from meshbench.pipeline.lease import RESCHEDULE_SECONDS
+    from meshbench.pipeline.params import TriggerParamsInvalid
     from meshbench.pipeline.steps import Pipeline, StepRescheduled, StepSkipped, TooFewPositives
+    from meshbench.results.migrate import SchemaNotCurrent
 
-    pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
     try:
+        # Building the pipeline applies the trigger parameters: a bad one fails here.
+        pipeline = Pipeline(load_config(), environment, mesh, _task_run(context))
         result = pipeline.run(step, iteration)
     except StepSkipped as exc:
         raise AirflowSkipException(str(exc)) from None
@@ -95,8 +114,8 @@ def run_pipeline_step(
         raise AirflowRescheduleException(
             datetime.now(UTC) + timedelta(seconds=RESCHEDULE_SECONDS)
         ) from None
-    except TooFewPositives as exc:
-        # Retrying cannot add positive runs: fail without retries.
+    except (TooFewPositives, SchemaNotCurrent, TriggerParamsInvalid) as exc:
+        # Retrying cannot add positive runs, migrate the database or mend the parameters.
         raise AirflowFailException(str(exc)) from None
     if step == "load_results":
         context["outlet_events"][RESULTS_ASSET].extra = {
@@ -165,7 +184,7 @@ def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
     return "\n".join(lines)
 
 
-def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, Param]:
+def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, Param]:
     load = config.load_profile_for(environment)
     params = {
         "iterations": Param(
@@ -185,8 +204,9 @@ def _params(config: BenchmarkConfig, environment: str, mesh: str) -> dict[str, P
         "duration": Param(
             format_duration(load.duration),
             type="string",
-            pattern=r"^(\d+(\.\d+)?(ms|s|m|h))+$",
-            description="Length of each measured run, e.g. 60s or 1m30s.",
+            # At least one non-zero digit: "0s" is refused by the form itself.
+            pattern=r"^(?=.*[1-9])(\d+(\.\d+)?(ms|s|m|h))+$",
+            description="Length of each measured run, more than zero, e.g. 60s or 1m30s.",
         ),
         "connections": Param(load.connections, type="integer", minimum=1, maximum=1024),
         "qps": Param(
@@ -255,7 +275,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         is_paused_upon_creation=env.paused_on_creation,
         tags=["meshbench", "benchmark", f"env:{environment}", f"mesh:{mesh}"],
         default_args=default_args,
-        params=_params(config, environment, mesh),
+        params=trigger_params(config, environment, mesh),
         render_template_as_native_obj=False,
     ) as dag:
         create = step("create_clusters", "create_clusters")

@@ -24,3 +24,11 @@ def config(tmp_path):
             "load_profiles": {**base.load_profiles, "study": load},
         }
     )
+
+
+@pytest.fixture(autouse=True)
+def migrated_results(request, monkeypatch):
+    """Steps check the results schema before they run: give them a migrated database."""
+    engine = request.getfixturevalue("results_engine")
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
+    return engine

@@ -21,7 +21,7 @@ from tests.pipeline.replay_backend import ReplayBackend
 pytestmark = pytest.mark.postgres
 
 
-def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
+def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, purpose="manual"):
     """Run the steps in DAG order, the way Airflow's trigger rules would."""
     monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
 
@@ -32,6 +32,7 @@ def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1):
             task_id=task_id,
             benchmark_date=date(2026, 1, 2),
             attempt=attempt,
+            purpose=purpose,
         )
         return Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
 
@@ -218,3 +219,146 @@ def test_cluster_minutes_reported_by_delete_are_recorded(config, clean_results, 
         ).one()
     assert minutes == 42.5
     assert teardown == {"cluster_minutes": 42.5, "estimated_cost_usd": 1.25}
+
+
+def test_an_unmigrated_results_database_fails_create_clusters_before_anything_runs(
+    config, fresh_database, monkeypatch
+) -> None:
+    from sqlalchemy import create_engine
+
+    from meshbench.results.migrate import SchemaNotCurrent
+
+    unmigrated = create_engine(fresh_database())
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: unmigrated)
+    backend = ReplayBackend(config)
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__unmigrated",
+        task_id="create_clusters",
+        benchmark_date=date(2026, 1, 2),
+    )
+    try:
+        with pytest.raises(SchemaNotCurrent, match="run `meshbench db upgrade`"):
+            Pipeline(config, "local", "envoy-mtls", task, backend=backend).run("create_clusters")
+    finally:
+        unmigrated.dispose()
+    assert backend.calls == []
+
+
+def _load_alone(config, engine, monkeypatch, attempt: int):
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
+    task = TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__1",
+        task_id="load_results",
+        benchmark_date=date(2026, 1, 2),
+        attempt=attempt,
+    )
+    return Pipeline(config, "local", "envoy-mtls", task, backend=ReplayBackend(config)).run(
+        "load_results"
+    )
+
+
+def test_a_cleared_load_results_loads_the_measuring_attempt_once(
+    config, clean_results, monkeypatch
+) -> None:
+    # Try 1 of the load fails (as against an unmigrated database); clearing it makes a new
+    # attempt of the DAG run whose folder holds nothing measured.
+    monkeypatch.setenv(INJECT_FAILURE_ENV_VAR, "load_results")
+    outcomes, _ = drive(config, ReplayBackend(config), clean_results, monkeypatch)
+    assert outcomes["load_results"] == "failed"
+    with clean_results.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM run")).scalar_one() == 0
+    monkeypatch.delenv(INJECT_FAILURE_ENV_VAR)
+
+    summary = _load_alone(config, clean_results, monkeypatch, attempt=2)
+    assert summary["positive_measured"] == 4 and summary["negatives"] == []
+    _load_alone(config, clean_results, monkeypatch, attempt=3)  # cleared once more
+    with clean_results.connect() as connection:
+        runs = connection.execute(text("SELECT source_key, attempt, state FROM run")).all()
+        rows = connection.execute(
+            text("SELECT positive, count(*) FROM measurement WHERE phase = 'measured' GROUP BY 1")
+        ).all()
+    assert [tuple(r) for r in runs] == [
+        ("airflow:meshbench_local_envoy-mtls:manual__1:1", 1, "success")
+    ]
+    assert [tuple(r) for r in rows] == [(True, 4)]
+
+
+def test_a_re_measured_iteration_replaces_only_itself(config, clean_results, monkeypatch) -> None:
+    monkeypatch.setenv(INJECT_FAILURE_ENV_VAR, "iteration_02.install_mesh")
+    lenient = config.model_copy(
+        update={
+            "load_profiles": {
+                **config.load_profiles,
+                "study": config.load_profiles["study"].model_copy(update={"min_positive": 2}),
+            }
+        }
+    )
+    drive(lenient, ReplayBackend(config), clean_results, monkeypatch)
+    monkeypatch.delenv(INJECT_FAILURE_ENV_VAR)
+    # Attempt 2: iteration 2 cleared and re-run (with its setups), then the load.
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: clean_results)
+    again = ReplayBackend(config)
+
+    def run(task_id, name, iteration=None):
+        task = TaskRun(
+            dag_id="meshbench_local_envoy-mtls",
+            run_id="manual__1",
+            task_id=task_id,
+            benchmark_date=date(2026, 1, 2),
+            attempt=2,
+        )
+        Pipeline(lenient, "local", "envoy-mtls", task, backend=again).run(name, iteration)
+
+    run("create_clusters", "create_clusters")
+    run("prepare_pair", "prepare_pair")
+    for name in ITERATION_STEPS:
+        run(iteration_task_id(2, name), name, 2)
+    run("delete_clusters", "delete_clusters")
+    run("load_results", "load_results")
+    assert [c for c in again.calls if c.startswith("run_load:1:")] == []
+    with clean_results.connect() as connection:
+        latest = connection.execute(
+            text(
+                "SELECT m.iteration, m.positive, count(*) FROM measurement m "
+                "JOIN v_run r ON r.id = m.run_id WHERE r.is_latest_attempt "
+                "AND m.phase = 'measured' GROUP BY 1, 2 ORDER BY 1"
+            )
+        ).all()
+    assert [tuple(r) for r in latest] == [(1, True, 2), (2, True, 2)]
+
+
+def test_a_manual_run_of_a_scheduled_date_is_kept_but_does_not_replace_it(
+    config, clean_results, monkeypatch
+) -> None:
+    from meshbench.analysis.aggregate import aggregate
+
+    drive(config, ReplayBackend(config), clean_results, monkeypatch, "scheduled__1", 1, "scheduled")
+    short = config.model_copy(
+        update={
+            "load_profiles": {
+                **config.load_profiles,
+                "study": config.load_profiles["study"].model_copy(
+                    update={"duration": 5.0, "min_positive": 1}
+                ),
+            }
+        }
+    )
+    drive(short, ReplayBackend(short), clean_results, monkeypatch, "manual__2", 1, "manual")
+    aggregate(clean_results)
+    with clean_results.connect() as connection:
+        runs = connection.execute(
+            text(
+                "SELECT dag_run_id, attempt, purpose, by_hand, is_latest_attempt FROM v_run "
+                "ORDER BY attempt"
+            )
+        ).all()
+        compared = connection.execute(
+            text("SELECT load_profile_key, n_positive FROM v_comparison")
+        ).all()
+    assert [tuple(r) for r in runs] == [
+        ("scheduled__1", 1, "scheduled", False, True),
+        ("manual__2", 2, "manual", True, False),
+    ]
+    assert [tuple(r) for r in compared] == [("q6000-c1-d60s", 4)]

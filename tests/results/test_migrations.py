@@ -46,6 +46,22 @@ def test_upgrade_to_head_and_downgrade_to_base(fresh_database) -> None:
         engine.dispose()
 
 
+def test_an_unmigrated_database_is_refused_with_the_command_that_mends_it(fresh_database) -> None:
+    engine = create_engine(fresh_database())
+    try:
+        with pytest.raises(
+            migrate.SchemaNotCurrent, match=r"revision none, not .*meshbench db upgrade"
+        ):
+            migrate.require_current(engine)
+        migrate.upgrade(engine, "0001")
+        with pytest.raises(migrate.SchemaNotCurrent, match=r"at schema revision 0001"):
+            migrate.require_current(engine)
+        migrate.upgrade(engine)
+        migrate.require_current(engine)  # at head: no complaint
+    finally:
+        engine.dispose()
+
+
 def test_migrations_create_exactly_the_models(results_engine) -> None:
     with results_engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -119,3 +119,23 @@ def test_flagged_runs_are_listed_with_their_reason_and_kept_in_the_means(signed_
     assert "deviates from the median" in reason and reason in body
     assert '<td class="text">yes</td>' in body  # kept in the means
     assert not flagged["flagged_excluded"].any()
+
+
+def test_an_unmigrated_database_gets_a_page_naming_the_mend(fresh_database, page_database) -> None:
+    # page_database made the reader role (cluster-wide); this database has no tables.
+    unmigrated = data.reader_engine(fresh_database("meshbench_unmigrated"))
+    app = create_app(engine_dependency=lambda: unmigrated)
+    app.dependency_overrides[require_results_access] = lambda: None
+    try:
+        client = TestClient(app)
+        page = client.get("/", headers={"accept": "text/html"})
+        assert page.status_code == 503
+        assert page.headers["content-type"].startswith("text/html")
+        assert "The results database cannot be read" in page.text
+        assert "<code>meshbench db upgrade</code>" in page.text
+        assert "does not exist" in page.text
+        api = client.get("/", headers={"accept": "application/json"})
+        assert api.status_code == 503
+        assert "meshbench db upgrade" in api.json()["detail"]
+    finally:
+        unmigrated.dispose()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 from meshbench.cli import CommandError
 
@@ -37,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ui.set_defaults(handler=_ui)
 
+    stop = subparsers.add_parser(
+        "stop",
+        help="stop this checkout's `meshbench ui` (Airflow and what it started) and its "
+        "private Postgres",
+    )
+    stop.set_defaults(handler=_stop)
+
     passthrough = subparsers.add_parser(
         "airflow",
         help="run an Airflow CLI command against meshbench's Airflow",
@@ -50,14 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from meshbench.airflow_env import airflow_environment, prepare_airflow, run_airflow
-    from meshbench.analysis.aggregate import fetch_measurements, summarize
-    from meshbench.analysis.report import comparison_tables
     from meshbench.config import LOAD_PROFILE_ENV_VAR, load_config
-    from meshbench.pipeline.artifacts import ArtifactStore
-    from meshbench.postgres import state_dir
-    from meshbench.results import migrate
-    from meshbench.results.db import get_engine
 
     console = Console(width=200)
     os.environ[LOAD_PROFILE_ENV_VAR] = args.profile
@@ -71,13 +70,39 @@ def _demo(args: argparse.Namespace) -> int:
     if not meshes:
         raise CommandError("no local mesh is enabled in the configuration")
 
+    # A demo leaves nothing running: the private Postgres goes if the demo started it.
+    started_postgres = not private_postgres_running()
+    try:
+        return _run_demo(args, console, config, meshes)
+    finally:
+        if started_postgres and private_postgres_running():
+            from meshbench.postgres import PrivatePostgres
+
+            PrivatePostgres.for_project().stop()
+            console.print("stopped the private Postgres this run had started")
+
+
+def _run_demo(args: argparse.Namespace, console: Any, config: Any, meshes: list[str]) -> int:
+    from meshbench.airflow_env import airflow_environment, prepare_airflow, run_airflow
+    from meshbench.analysis.aggregate import fetch_measurements, summarize
+    from meshbench.analysis.report import comparison_tables
+    from meshbench.config import LOAD_PROFILE_ENV_VAR
+    from meshbench.dagfactory import RUN_PURPOSE_ENV_VAR
+    from meshbench.pipeline.artifacts import ArtifactStore
+    from meshbench.postgres import state_dir
+    from meshbench.results import migrate
+    from meshbench.results.db import get_engine
+
     engine = get_engine()
     migrate.upgrade(engine)
     console.print(
         f"[bold]meshbench demo[/]: load profile {args.profile!r}, meshes "
         f"{', '.join(meshes)}; results database {engine.url}"
     )
-    env = prepare_airflow(airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile}))
+    # A demo is a test of the pipeline: it never stands for the day's scheduled result.
+    env = prepare_airflow(
+        airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile, RUN_PURPOSE_ENV_VAR: "test"})
+    )
 
     started = datetime.now(UTC).replace(microsecond=0)
     logical = started.isoformat()
@@ -123,24 +148,47 @@ def _ui(args: argparse.Namespace) -> int:
         airflow_home,
         prepare_airflow,
     )
+    from meshbench.standalone import admin_password, run_standalone
 
+    started_postgres = not private_postgres_running()
     env = prepare_airflow(airflow_environment())
-    passwords = Path(airflow_home()) / "simple_auth_manager_passwords.json.generated"
     port = env["AIRFLOW__API__PORT"]
+    passwords = airflow_home() / "simple_auth_manager_passwords.json.generated"
     print(
         f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) on "
-        f"http://127.0.0.1:{port}"
+        f"http://127.0.0.1:{port}; the local benchmark DAGs start paused (unpause one to run "
+        "it). Stop with Ctrl+C or `make stop`."
     )
+    password = admin_password(airflow_home())
     print(
-        f"Log in as 'admin'; the password is in {passwords} once the server has started"
-        + (f": {json.loads(passwords.read_text()).get('admin')}" if passwords.exists() else "")
+        f"Log in as 'admin'; the password is in {passwords}"
+        + (f": {password}" if password else " once the server has started (printed again then)")
     )
-    os.execve(_airflow_bin(), [_airflow_bin(), "standalone"], env)
-    return 0  # not reached
+    return run_standalone(_airflow_bin(), env, airflow_home(), started_postgres)
+
+
+def private_postgres_running() -> bool:
+    from meshbench.postgres import PostgresUnavailable, PrivatePostgres
+
+    try:
+        return PrivatePostgres.for_project().is_running()
+    except PostgresUnavailable:
+        return False
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from meshbench.standalone import stop_everything
+
+    stopped = stop_everything()
+    print("stopped: " + "; ".join(stopped) if stopped else "nothing of this checkout was running")
+    return 0
 
 
 def _airflow(args: argparse.Namespace) -> int:
-    from meshbench.airflow_env import airflow_environment, run_airflow
+    from meshbench.airflow_env import airflow_environment, migrate_results, run_airflow
 
     forwarded = args.args[1:] if args.args[:1] == ["--"] else args.args
-    return run_airflow(forwarded, env=airflow_environment(), check=False).returncode
+    env = airflow_environment()
+    # A scheduler or backfill started through here must find the results schema in place.
+    migrate_results(env)
+    return run_airflow(forwarded, env=env, check=False).returncode

@@ -39,7 +39,7 @@ from meshbench.local import (
 from meshbench.local import wireguard as wg
 from meshbench.local.plan import local_plan
 from meshbench.local.processes import ProcessRecord
-from meshbench.local.state import RunFolder, RunState, default_root, now_iso
+from meshbench.local.state import RunFolder, RunState, default_root, now_iso, this_process
 from meshbench.local.topology import Topology, plan_topology
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class LocalBackend(Backend):
         self.mesh = mesh
         self.settings: LocalEnvironment = config.environments.local
         self.state_root = state_root or default_root()
+        # True where one process runs the whole run (run_local): it is recorded as the
+        # run's owner, so the run is reaped as soon as that process is gone.
+        self.owned_by_this_process = False
 
     # ----------------------------------------------------------------- helpers
 
@@ -220,12 +223,15 @@ class LocalBackend(Backend):
             self.settings.subnet,
             self.settings.cpu_placement,  # type: ignore[arg-type]
         )
+        owner_pid, owner_start = this_process() if self.owned_by_this_process else (None, None)
         state = folder.create(
             RunState(
                 prefix=ctx.resource_prefix,
                 mesh=self.mesh,
                 created_at=now_iso(),
                 topology=topology,
+                owner_pid=owner_pid,
+                owner_start_ticks=owner_start,
             )
         )
         topology = state.topology  # a retry keeps what the first try chose

@@ -46,6 +46,7 @@ class ReapReport:
     state_folders: list[str] = field(default_factory=list)
     unrecorded_processes: list[str] = field(default_factory=list)
     active: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -115,17 +116,25 @@ def reap(
     for folder in list_runs(root):
         if not wanted(folder.prefix):
             continue
+        try:
+            state = folder.read()
+            unreadable = None
+        except (ValueError, KeyError, TypeError) as exc:
+            unreadable = f"{folder.state_path}: unreadable state ({exc}); removed"
+            state = None
         idle = folder.idle_seconds()
-        if idle < min_idle_seconds:
+        # A run whose owning process is gone (killed, out of memory) will never tear
+        # itself down, however recently it was active.
+        orphaned = state is not None and state.owner_gone()
+        if idle < min_idle_seconds and not orphaned:
             report.active.append(f"{folder.prefix} (active {idle:.0f} s ago)")
             active_prefixes.add(folder.prefix)
             continue
+        if orphaned:
+            report.orphaned.append(f"{folder.prefix} (owner pid {state.owner_pid} is gone)")
+        if unreadable:
+            report.problems.append(unreadable)
         reaped_prefixes.add(folder.prefix)
-        try:
-            state = folder.read()
-        except (ValueError, KeyError, TypeError) as exc:
-            report.problems.append(f"{folder.state_path}: unreadable state ({exc}); removed")
-            state = None
         if state is not None:
             records = {
                 (record.pid, record.start_ticks): record
@@ -194,6 +203,26 @@ def reap(
             if match and wanted_interface(match.group(1)) and not _socket_answers(path):
                 path.unlink(missing_ok=True)
                 report.sockets.append(str(path))
+    return report
+
+
+def reap_orphans(root: Path | None = None) -> ReapReport:
+    """Remove only the runs whose owning process is gone: safe beside any live run, so
+    every local run calls it before it measures (``meshbench local run`` and the DAGs'
+    ``create_clusters``)."""
+    orphans = []
+    for folder in list_runs(root):
+        try:
+            state = folder.read()
+        except (ValueError, KeyError, TypeError):
+            continue  # left to the age rule of a full reap
+        if state is not None and state.owner_gone():
+            orphans.append(folder.prefix)
+    if not orphans:
+        return ReapReport()
+    report = reap(root, only=orphans, min_idle_seconds=float("inf"))
+    if report.removed_anything:
+        log.warning("reaped runs whose owner is gone: %s", ", ".join(report.orphaned))
     return report
 
 

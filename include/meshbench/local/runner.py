@@ -20,6 +20,7 @@ from meshbench.backend import (
 )
 from meshbench.local.backend import LocalBackend
 from meshbench.local.processes import ProcessRecord
+from meshbench.local.reaper import reap_orphans
 from meshbench.local.topology import Topology
 from meshbench.results.loader import MeasurementRecord, RunRecord
 
@@ -85,6 +86,9 @@ def run_local(
     load-generator run (tests use it to inject faults)."""
     if paired_baseline is None:
         paired_baseline = backend.mesh != "baseline" and backend.settings.paired_baseline
+    # What a killed earlier run left would run beside this one's measurements.
+    reap_orphans(backend.state_root)
+    backend.owned_by_this_process = True
     run = LocalRun(ctx=ctx, started_at=datetime.now(UTC))
     load = ctx.load
 

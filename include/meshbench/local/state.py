@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meshbench.local.processes import ProcessRecord
+from meshbench.local.processes import ProcessRecord, read_stat
 from meshbench.local.topology import Topology
 from meshbench.postgres import state_dir
 
@@ -44,6 +44,17 @@ class RunState:
     # Every process this run ever started, so checks for leftovers cover stopped ones too.
     history: list[ProcessRecord] = field(default_factory=list)
     installed_iteration: int | None = None
+    # The process that runs the whole run (``meshbench local run``), when one does: once
+    # it is gone, nothing will tear the run down, and the reaper may at once. DAG runs have
+    # none (their task processes come and go; the machine lease covers them).
+    owner_pid: int | None = None
+    owner_start_ticks: int | None = None
+
+    def owner_gone(self) -> bool:
+        if self.owner_pid is None:
+            return False
+        stat = read_stat(self.owner_pid)
+        return stat is None or not stat.alive or stat.start_ticks != self.owner_start_ticks
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +66,8 @@ class RunState:
             "processes": {name: record.to_dict() for name, record in self.processes.items()},
             "history": [record.to_dict() for record in self.history],
             "installed_iteration": self.installed_iteration,
+            "owner_pid": self.owner_pid,
+            "owner_start_ticks": self.owner_start_ticks,
         }
 
     @classmethod
@@ -71,6 +84,8 @@ class RunState:
             },
             history=[ProcessRecord.from_dict(record) for record in data.get("history") or []],
             installed_iteration=data.get("installed_iteration"),
+            owner_pid=data.get("owner_pid"),
+            owner_start_ticks=data.get("owner_start_ticks"),
         )
 
     def record_process(self, record: ProcessRecord) -> None:
@@ -177,6 +192,12 @@ class RunFolder:
             return max(time.time() - self.state_path.stat().st_mtime, 0.0)
         except FileNotFoundError:
             return 0.0
+
+
+def this_process() -> tuple[int, int | None]:
+    """This process's pid and start time, to record it as a run's owner."""
+    stat = read_stat(os.getpid())
+    return os.getpid(), stat.start_ticks if stat else None
 
 
 def now_iso() -> str:

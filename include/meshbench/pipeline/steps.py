@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
 from meshbench.backend import (
@@ -28,9 +29,10 @@ from meshbench.backend import (
     StepFailed,
 )
 from meshbench.benchlock import exclusive_benchmark
-from meshbench.config import BenchmarkConfig, ConfigError, LoadProfile, parse_duration
+from meshbench.config import BenchmarkConfig, LoadProfile, parse_duration
 from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
+from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
 from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
 
@@ -46,6 +48,9 @@ ITERATION_STEPS = (
     "uninstall_mesh",
 )
 PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
+# Steps that find out first that the results database is not migrated: before anything is
+# measured, and before loading.
+SCHEMA_CHECKED_STEPS = ("create_clusters", "load_results")
 # Fault injection for operators checking that teardown and negative rows work: a task id
 # (for example ``iteration_01.install_mesh``) that fails on purpose.
 INJECT_FAILURE_ENV_VAR = "MESHBENCH_INJECT_FAILURE"
@@ -83,6 +88,7 @@ class TaskRun:
     attempt: int = 1
     try_number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
+    purpose: str = "manual"  # scheduled, backfill, manual or test (see results.models)
 
 
 def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
@@ -92,15 +98,25 @@ def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
         if params.get(name) is not None:
             updates[name] = int(params[name])
     if params.get("duration"):
-        updates["duration"] = parse_duration(params["duration"])
+        try:
+            updates["duration"] = parse_duration(params["duration"])
+        except ValueError as exc:
+            raise TriggerParamsInvalid(
+                f"trigger parameter duration {params['duration']!r} {exc}"
+            ) from None
     merged = base.model_dump() | updates
     planned = merged["iterations"] * merged["runs_per_iteration"]
     # Fewer iterations asked for in the trigger form lower the bar with them.
     merged["min_positive"] = min(merged["min_positive"], planned)
     try:
         return LoadProfile.model_validate(merged)
-    except Exception as exc:
-        raise ConfigError(f"trigger parameters {updates}: {exc}") from None
+    except ValidationError as exc:
+        named = "; ".join(
+            f"trigger parameter {'.'.join(map(str, error['loc']))} "
+            f"{updates.get(error['loc'][0], '')!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise TriggerParamsInvalid(named) from None
 
 
 def build_context(
@@ -178,9 +194,19 @@ class Pipeline:
         started_at = now_iso()
         try:
             self._guard(step, iteration)
+            if step == "create_clusters":
+                # Runs triggered past the API server's check (the CLI) are checked here.
+                check_trigger(self.config, self.task.dag_id, self.task.params)
+            if step in SCHEMA_CHECKED_STEPS:
+                from meshbench.results import migrate
+                from meshbench.results.db import get_engine
+
+                migrate.require_current(get_engine())
             self._hold_machine(step)
             self._mark_started(task_id)
-            if os.environ.get(INJECT_FAILURE_ENV_VAR) == task_id:
+            injected = os.environ.get(INJECT_FAILURE_ENV_VAR, "")
+            # "TASK_ID" fails every try; "TASK_ID@N" only in attempt N of the DAG run.
+            if injected in (task_id, f"{task_id}@{self.task.attempt}"):
                 raise StepFailed(f"failure injected at {task_id} (${INJECT_FAILURE_ENV_VAR})")
             result = getattr(self, f"_{step}")(iteration) or {}
         except (StepSkipped, StepRescheduled, TooFewPositives):
@@ -240,6 +266,10 @@ class Pipeline:
                 f"another local run holds this machine: {holder.owner} "
                 f"(renewed {holder.age():.0f} s ago)"
             )
+        from meshbench.local.reaper import reap_orphans
+
+        # Runs of `meshbench local run` whose process was killed hold no lease.
+        reap_orphans()
         if holder is not None:
             from meshbench.local.reaper import reap
 
@@ -348,15 +378,80 @@ class Pipeline:
 # ------------------------------------------------------------------- collection
 
 
-def _read_failures(pipeline: Pipeline) -> dict[str, str]:
-    folder = pipeline.run_dir / "failures"
-    if not folder.exists():
-        return {}
-    failures = {}
-    for path in folder.iterdir():
-        document = pipeline.store.read_json(path)
-        failures[document["task_id"]] = document["reason"]
-    return failures
+class AttemptFolders:
+    """The artifact folders of every attempt of one DAG run, newest first.
+
+    Clearing any task of a finished DAG run makes a new attempt (Airflow's clear number),
+    with a folder of its own. A clear of ``load_results`` alone runs nothing but the load,
+    so its folder holds no results: the load must read the attempts that measured. Each
+    iteration is read from the newest attempt in which one of its tasks ran, so a
+    re-measured iteration replaces the older one and an untouched one is kept.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.store = pipeline.store
+        task = pipeline.task
+        self.folders = [
+            (attempt, pipeline.store.run_dir(task.dag_id, task.run_id, attempt))
+            for attempt in range(task.attempt, 0, -1)
+        ]
+        self.folders = [
+            (attempt, folder)
+            for attempt, folder in self.folders
+            if attempt == task.attempt or folder.exists()
+        ]
+
+    @staticmethod
+    def _names(folder, kind: str) -> set[str]:
+        where = folder / kind
+        if not where.exists():
+            return set()
+        return {path.name.removesuffix(".json") for path in where.iterdir()}
+
+    def ran_in(self, folder, task_ids: list[str]) -> bool:
+        touched = self._names(folder, "started") | self._names(folder, "failures")
+        return any(task_id in touched for task_id in task_ids)
+
+    def measuring(self) -> tuple[int, Any]:
+        """The newest attempt in which anything but the load ran (else the current one)."""
+        for attempt, folder in self.folders:
+            touched = self._names(folder, "started") | self._names(folder, "failures")
+            if touched - {"load_results"}:
+                return attempt, folder
+        return self.folders[0]
+
+    def for_tasks(self, task_ids: list[str]):
+        """The newest folder in which one of ``task_ids`` ran, if any did."""
+        for _, folder in self.folders:
+            if self.ran_in(folder, task_ids):
+                return folder
+        return None
+
+    def failures(self, folder) -> dict[str, str]:
+        found = {}
+        for name in self._names(folder, "failures"):
+            document = self.store.read_json(folder / "failures" / f"{name}.json")
+            found[document["task_id"]] = document["reason"]
+        return found
+
+    def all_failures(self) -> dict[str, str]:
+        """Each task's failure from the newest attempt it ran in, the load's own left out."""
+        found: dict[str, str] = {}
+        decided: set[str] = set()
+        for _, folder in self.folders:
+            ran = self._names(folder, "started") | self._names(folder, "failures")
+            for task_id, reason in self.failures(folder).items():
+                if task_id not in decided and task_id != "load_results":
+                    found[task_id] = reason
+            decided |= ran
+        return found
+
+    def step(self, task_id: str) -> dict[str, Any] | None:
+        for _, folder in self.folders:
+            path = folder / "steps" / f"{task_id}.json"
+            if path.exists():
+                return self.store.read_json(path)
+        return None
 
 
 def _first_failure(failures: dict[str, str], task_ids: list[str]) -> tuple[str, str] | None:
@@ -366,13 +461,11 @@ def _first_failure(failures: dict[str, str], task_ids: list[str]) -> tuple[str, 
     return None
 
 
-def _read_step(pipeline: Pipeline, task_id: str) -> dict[str, Any] | None:
-    path = pipeline._step_file(task_id)
-    return pipeline.store.read_json(path) if path.exists() else None
-
-
 def _cluster_minutes(
-    pipeline: Pipeline, info: dict[str, Any], deleted: dict[str, Any] | None
+    pipeline: Pipeline,
+    info: dict[str, Any],
+    created: dict[str, Any] | None,
+    deleted: dict[str, Any] | None,
 ) -> float | None:
     reported = (deleted or {}).get("result") or {}
     if reported.get("cluster_minutes") is not None:
@@ -381,7 +474,6 @@ def _cluster_minutes(
         return float(info["cluster_minutes"])
     if pipeline.environment == "local":
         return None
-    created = _read_step(pipeline, "create_clusters")
     if not created:
         return None
     start = datetime.fromisoformat(created["started_at"])
@@ -390,35 +482,46 @@ def _cluster_minutes(
 
 
 def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
-    """Every measurement of the run: kept artifacts, and negatives for runs never made."""
-    failures = _read_failures(pipeline)
-    pair_failure = _first_failure(failures, ["create_clusters", "prepare_pair"])
+    """Every measurement of the run: kept artifacts, and negatives for runs never made.
+
+    Read from every attempt of the DAG run (see AttemptFolders), each measured run once.
+    """
+    folders = AttemptFolders(pipeline)
+    pair_folder = folders.for_tasks(["create_clusters", "prepare_pair"])
+    pair_failure = (
+        _first_failure(folders.failures(pair_folder), ["create_clusters", "prepare_pair"])
+        if pair_folder is not None
+        else None
+    )
     load = pipeline.ctx.load
     records: list[MeasurementRecord] = []
     for iteration in range(1, load.iterations + 1):
         group_ids = [iteration_task_id(iteration, step) for step in ITERATION_STEPS]
-        failure = _first_failure(failures, group_ids) or pair_failure
-        folder = pipeline.run_dir / iteration_group(iteration)
+        source = folders.for_tasks(group_ids)
+        failure = pair_failure
         kept: set[tuple[str, int]] = set()
-        if folder.exists():
-            for path in sorted(folder.iterdir()):
-                document = pipeline.store.read_json(path)
-                kept.add((document["phase"], document["run_index"]))
-                records.append(
-                    MeasurementRecord(
-                        iteration=iteration,
-                        phase=document["phase"],
-                        run_index=document["run_index"],
-                        outcome=MeasurementOutcome(
-                            raw_result=document.get("result"),
-                            failure=document.get("failure"),
-                            context=document.get("context") or {},
-                            resource_samples=document.get("resource_samples") or [],
-                        ),
-                        artifact_uri=str(path),
-                        source=str(path),
+        if source is not None:
+            failure = _first_failure(folders.failures(source), group_ids) or pair_failure
+            folder = source / iteration_group(iteration)
+            if folder.exists():
+                for path in sorted(folder.iterdir()):
+                    document = pipeline.store.read_json(path)
+                    kept.add((document["phase"], document["run_index"]))
+                    records.append(
+                        MeasurementRecord(
+                            iteration=iteration,
+                            phase=document["phase"],
+                            run_index=document["run_index"],
+                            outcome=MeasurementOutcome(
+                                raw_result=document.get("result"),
+                                failure=document.get("failure"),
+                                context=document.get("context") or {},
+                                resource_samples=document.get("resource_samples") or [],
+                            ),
+                            artifact_uri=str(path),
+                            source=str(path),
+                        )
                     )
-                )
         for run_index in range(1, load.runs_per_iteration + 1):
             if (PHASE_MEASURED, run_index) in kept:
                 continue
@@ -443,13 +546,15 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     ctx = pipeline.ctx
     task = pipeline.task
     records = collect_records(pipeline)
-    created = _read_step(pipeline, "create_clusters")
-    deleted = _read_step(pipeline, "delete_clusters")
+    folders = AttemptFolders(pipeline)
+    measuring_attempt, measuring_folder = folders.measuring()
+    created = folders.step("create_clusters")
+    deleted = folders.step("delete_clusters")
     try:
         info = pipeline.backend.run_info(ctx)
     except Exception as exc:
         info = {"run_info_error": _reason(exc)}
-    failures = _read_failures(pipeline)
+    failures = folders.all_failures()
     settings = {
         "backend": info,
         "clusters": (created or {}).get("result", {}),
@@ -459,11 +564,13 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "params": task.params,
         "failures": failures,
         "teardown": (deleted or {}).get("result") or {},
-        "artifacts": str(pipeline.run_dir),
+        "artifacts": str(measuring_folder),
+        "loaded_by_attempt": task.attempt,
     }
     measured_positive = 0
     run = RunRecord(
-        source_key=f"airflow:{task.dag_id}:{task.run_id}:{task.attempt}",
+        # The attempt that measured: a clear of load_results alone loads into the same run.
+        source_key=f"airflow:{task.dag_id}:{task.run_id}:{measuring_attempt}",
         environment=pipeline.environment,
         mesh=pipeline.mesh,
         mesh_version=ctx.mesh_version,
@@ -481,7 +588,8 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         finished_at=datetime.now(UTC),
         settings=settings,
         state="running",
-        cluster_minutes=_cluster_minutes(pipeline, info, deleted),
+        purpose=task.purpose,
+        cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
     with engine.connect() as connection:
@@ -501,6 +609,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,
+        "purpose": task.purpose,
         "environment": pipeline.environment,
         "mesh": pipeline.mesh,
         "benchmark_date": task.benchmark_date.isoformat(),

@@ -24,7 +24,7 @@ RESULTS_CONN_ID = "meshbench_results"
 READER_ROLE = "meshbench_reader"
 
 
-def _normalise(url: str) -> str:
+def normalise_url(url: str) -> str:
     parsed = make_url(url)
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -61,7 +61,7 @@ def _url_from_airflow_connection() -> str | None:
 def resolve_database_url(start_private: bool = True) -> str:
     url = os.environ.get(DATABASE_URL_ENV_VAR) or _url_from_airflow_connection()
     if url:
-        return _normalise(url)
+        return normalise_url(url)
     if not start_private:
         raise RuntimeError(
             f"no results database configured: set {DATABASE_URL_ENV_VAR} or the Airflow "
@@ -77,4 +77,4 @@ def _engine_for(url: str) -> Engine:
 
 def get_engine(url: str | None = None) -> Engine:
     """A pooled engine for ``url`` or the resolved results database."""
-    return _engine_for(_normalise(url) if url else resolve_database_url())
+    return _engine_for(normalise_url(url) if url else resolve_database_url())

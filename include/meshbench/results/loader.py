@@ -71,6 +71,7 @@ class RunRecord:
     load_profile: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     state: str = "running"
+    purpose: str = "manual"
     finished_at: datetime | None = None
     cluster_minutes: float | None = None
 
@@ -157,6 +158,7 @@ def _upsert_run(connection: Connection, run: RunRecord) -> tuple[int, int, bool]
             runs_per_iteration=run.runs_per_iteration,
             settings=run.settings,
             state=run.state,
+            purpose=run.purpose,
             cluster_minutes=run.cluster_minutes,
             started_at=run.started_at,
             finished_at=run.finished_at,
@@ -438,6 +440,7 @@ def load_files(
                 finished_at=last.result.StartTime
                 + timedelta(seconds=last.result.actual_duration_s),
                 state="imported",
+                purpose="imported",
                 settings={"imported_from": str(first.path.parent)},
             )
             records = [

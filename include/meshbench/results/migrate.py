@@ -10,6 +10,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MEND_COMMAND = "meshbench db upgrade"
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The results database is not at the newest revision; the message names the mend."""
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -46,3 +51,26 @@ def current(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_current(engine: Engine) -> None:
+    """Raise SchemaNotCurrent unless the results database is at the newest revision.
+
+    Tasks check this before they measure: a run must not spend its minutes only to find
+    that its results have nowhere to go.
+    """
+    try:
+        found = current(engine)
+    except Exception as exc:
+        raise SchemaNotCurrent(
+            f"the results database {engine.url} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); once it answers, run "
+            f"`{MEND_COMMAND}`"
+        ) from None
+    wanted = heads()
+    if found not in wanted:
+        raise SchemaNotCurrent(
+            f"the results database {engine.url} is at schema revision {found or 'none'}, "
+            f"not {', '.join(wanted)}: run `{MEND_COMMAND}` (make ui, make run and "
+            "meshbench airflow do it before Airflow starts)"
+        )

@@ -38,6 +38,9 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATES = ("running", "success", "failed", "imported")
+# Why a run was made. The day's result is taken from the unattended ones (scheduled,
+# backfill, imported); runs by hand (manual, test) stand for a date only without them.
+RUN_PURPOSES = ("scheduled", "backfill", "manual", "test", "imported")
 PHASES = ("warmup", "paired-baseline", "measured")
 SUMMARY_METRICS = ("qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms")
 
@@ -60,6 +63,7 @@ class Run(Base):
         UniqueConstraint("environment", "mesh", "benchmark_date", "attempt"),
         CheckConstraint("attempt >= 1", name="attempt_positive"),
         CheckConstraint(_in("state", RUN_STATES), name="state_known"),
+        CheckConstraint(_in("purpose", RUN_PURPOSES), name="purpose_known"),
         CheckConstraint("qps >= 0", name="qps_non_negative"),
         CheckConstraint("connections >= 1", name="connections_positive"),
         CheckConstraint("duration_s > 0", name="duration_positive"),
@@ -93,6 +97,12 @@ class Run(Base):
         doc="Cluster spec, like-for-like settings (protocol, direction, limits, path), modes.",
     )
     state: Mapped[str] = mapped_column(String(16), default="running")
+    purpose: Mapped[str] = mapped_column(
+        String(16),
+        default="manual",
+        server_default="manual",
+        doc="Why the run was made: scheduled, backfill, manual, test or imported.",
+    )
     cluster_minutes: Mapped[float | None] = mapped_column(Double)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from meshbench.analysis import charts
 from meshbench.analysis.report import STUDY_COLUMNS, mesh_label
 from meshbench.results.db import READER_ROLE
+from meshbench.results.migrate import MEND_COMMAND
 from meshbench.results.models import SUMMARY_METRICS
 from meshbench.ui import data
 
@@ -204,6 +205,20 @@ def resolve_selection(
     return selection, known, dates
 
 
+def explain_database_error(exc: Exception) -> tuple[str, str | None]:
+    """What went wrong reading the results, in words, and the command that mends it if any."""
+    underlying = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+    said = str(getattr(underlying, "orig", None) or underlying or exc).strip()
+    cause = (said.splitlines() or [type(exc).__name__])[0][:300]
+    # A missing reader role or missing tables and views: the schema was never migrated
+    # (migration 0002 creates the role).
+    unmigrated = "does not exist" in cause or (READER_ROLE in cause and "role" in cause)
+    detail = f"the results database cannot be read as {READER_ROLE}: {cause}"
+    if unmigrated:
+        return f"the results database is not migrated ({cause})", MEND_COMMAND
+    return detail, None
+
+
 def _png(content: bytes) -> Response:
     return Response(content=content, media_type="image/png", headers={"Cache-Control": "no-store"})
 
@@ -231,14 +246,22 @@ def create_app(engine_dependency: Callable[[], Engine] = get_engine) -> FastAPI:
             return HTMLResponse(page, status_code=exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
+    # pandas wraps what the database said in its own DatabaseError.
     @app.exception_handler(SQLAlchemyError)
-    async def database_unavailable(request: Request, exc: SQLAlchemyError) -> Response:
+    @app.exception_handler(pd.errors.DatabaseError)
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
         log.error("results page cannot read the results database: %s", exc)
-        detail = (
-            f"the results database cannot be read as {READER_ROLE}: {type(exc).__name__}. "
-            "See docs/analysts.md, 'The read-only role'."
+        detail, command = explain_database_error(exc)
+        if "application/json" not in request.headers.get("accept", ""):
+            page = _templates.get_template("unavailable.html.j2").render(
+                detail=detail, command=command
+            )
+            return HTMLResponse(page, status_code=503)
+        mend = f" Run `{command}`." if command else ""
+        return JSONResponse(
+            {"detail": f"{detail}.{mend} See docs/analysts.md, 'The read-only role'."},
+            status_code=503,
         )
-        return JSONResponse({"detail": detail}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

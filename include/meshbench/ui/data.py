@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from meshbench.analysis.aggregate import Summary
 from meshbench.analysis.report import comparison_frame
-from meshbench.results.db import READER_ROLE, RESULTS_CONN_ID, _normalise
+from meshbench.results.db import READER_ROLE, RESULTS_CONN_ID, normalise_url
 
 READER_CONN_ID = "meshbench_results_reader"
 READER_OPTIONS = f"-c role={READER_ROLE} -c default_transaction_read_only=on"
@@ -57,7 +57,7 @@ def reader_database_url() -> str:
         _connection_url(RESULTS_CONN_ID),
     ):
         if url:
-            return _normalise(url)
+            return normalise_url(url)
     raise RuntimeError(
         f"no results database configured: create the Airflow connection {READER_CONN_ID} "
         f"(or {RESULTS_CONN_ID})"
