@@ -86,7 +86,8 @@ def test_benchmark_dag_shape(monkeypatch, tmp_path) -> None:
     assert task("load_results").upstream_task_ids == {"delete_clusters"}
     assert task("load_results").outlets
     assert set(dag.params.keys()) >= {"iterations", "duration", "connections", "qps"}
-    assert not dag.is_paused_upon_creation
+    # Every DAG starts paused: a first start of the UI must not begin an hour of benchmarks.
+    assert dag.is_paused_upon_creation
     for environment in ("existing", "aws", "capi"):
         cloud = bag.dags[f"meshbench_{environment}_baseline"]
         assert cloud.is_paused_upon_creation, environment
