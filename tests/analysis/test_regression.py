@@ -307,3 +307,18 @@ def test_per_environment_overrides_are_merged_over_the_defaults() -> None:
 def test_a_bad_environment_override_is_named() -> None:
     with pytest.raises(ValueError, match=r"regression\.environments\.local"):
         RegressionSettings(environments={"local": {"otava": {"window": 1}}})
+
+
+@pytest.mark.postgres
+def test_otava_findings_are_stored_once_with_their_method(clean_results) -> None:
+    days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
+    insert_history(clean_results, days, environment="synthetic", mesh="istio")
+    announced = []
+    for number in range(1, 41):
+        aggregate(clean_results, "synthetic", day_of(number))
+        announced += detect_regressions(clean_results, OTAVA, "synthetic", day_of(number)).new
+    assert {f.benchmark_date for f in announced} == {day_of(21)}
+    assert len(announced) == len({f.metric for f in announced})  # each metric once
+    with clean_results.connect() as connection:
+        methods = connection.execute(text("SELECT DISTINCT method FROM regression")).scalars()
+        assert list(methods) == ["otava"]
