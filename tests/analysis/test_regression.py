@@ -115,14 +115,20 @@ def test_settings_reject_a_window_shorter_than_its_minimum() -> None:
 # ------------------------------------------------------------------ through the database
 
 
-@pytest.mark.postgres
-def test_daily_detection_stores_each_change_once(clean_results) -> None:
+def run_daily_over_a_step(engine, settings: RegressionSettings) -> list:
+    """Load a 40-day history with a 10 % step after day 20, aggregate and check it daily."""
     days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
-    insert_history(clean_results, days, environment="synthetic", mesh="istio")
+    insert_history(engine, days, environment="synthetic", mesh="istio")
     announced = []
     for number in range(1, 41):
-        aggregate(clean_results, "synthetic", day_of(number))
-        announced += detect_regressions(clean_results, SETTINGS, "synthetic", day_of(number)).new
+        aggregate(engine, "synthetic", day_of(number))
+        announced += detect_regressions(engine, settings, "synthetic", day_of(number)).new
+    return announced
+
+
+@pytest.mark.postgres
+def test_daily_detection_stores_each_change_once(clean_results) -> None:
+    announced = run_daily_over_a_step(clean_results, SETTINGS)
     # p99 and the metrics that move with it in the synthetic shape (avg, p90, p99.9, qps).
     assert {f.benchmark_date for f in announced} == {day_of(21)}
     assert {f.metric for f in announced} == set(SETTINGS.metrics)
@@ -311,12 +317,7 @@ def test_a_bad_environment_override_is_named() -> None:
 
 @pytest.mark.postgres
 def test_otava_findings_are_stored_once_with_their_method(clean_results) -> None:
-    days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
-    insert_history(clean_results, days, environment="synthetic", mesh="istio")
-    announced = []
-    for number in range(1, 41):
-        aggregate(clean_results, "synthetic", day_of(number))
-        announced += detect_regressions(clean_results, OTAVA, "synthetic", day_of(number)).new
+    announced = run_daily_over_a_step(clean_results, OTAVA)
     assert {f.benchmark_date for f in announced} == {day_of(21)}
     assert len(announced) == len({f.metric for f in announced})  # each metric once
     with clean_results.connect() as connection:
