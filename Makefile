@@ -22,11 +22,12 @@ test: install
 install: $(STAMP)
 	@./scripts/install-system-packages.sh
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@test -x $(PY) || python3 -m uv venv --quiet --python python3 $(VENV)
 	python3 -m uv pip install --quiet --python $(PY) -r requirements.lock
 	python3 -m uv pip install --quiet --python $(PY) --no-deps -e .
+	python3 -m uv pip install --quiet --python $(PY) --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 lint: install

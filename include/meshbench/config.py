@@ -842,16 +842,38 @@ class RegressionNotifications(StrictModel):
 SeriesMetric = Literal["qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms"]
 
 
+class OtavaSettings(StrictModel):
+    """Apache Otava's E-divisive means with a t-test, run on a series' daily medians.
+
+    The defaults are the measured ones (benchmarks/results/regression_methods.txt): 5 %
+    false alarms per 40-day history at 5 %/3 % noise, a 10 % step found in every history
+    at up to 3 % noise.
+    """
+
+    window: int = Field(30, ge=3, le=365, description="Days per sliding window (window_len).")
+    max_pvalue: float = Field(
+        0.0001, gt=0, lt=1, description="Largest t-test p-value of a change point."
+    )
+    min_magnitude: float = Field(
+        0.05, ge=0, lt=10, description="Smallest relative change of the mean that counts."
+    )
+
+
 class RegressionSettings(StrictModel):
     """Regression detection over history (meshbench.analysis.regression).
 
-    Each day's positive measured runs of one environment × mesh × mesh version × load
-    profile are compared with the runs of a trailing window of earlier days by a two-sided
-    Mann-Whitney U test. A day is flagged when the test's p-value is below ``alpha``, the
-    medians differ by at least ``min_change`` and the day's median lies more than
-    ``day_noise_factor`` robust standard deviations of the window's daily medians away.
+    ``method: otava`` (the default) finds change points in each series' daily medians with
+    Apache Otava (settings under ``otava``). ``method: mann-whitney-u`` compares each day's
+    positive measured runs of one environment × mesh × mesh version × load profile with
+    the runs of a trailing window of earlier days by a two-sided Mann-Whitney U test; a
+    day is flagged when the p-value is below ``alpha``, the medians differ by at least
+    ``min_change`` and the day's median lies more than ``day_noise_factor`` robust
+    standard deviations of the window's daily medians away. ``environments`` holds
+    per-environment overrides, merged over these settings (``for_environment``).
     """
 
+    method: Literal["otava", "mann-whitney-u"] = "otava"
+    otava: OtavaSettings = OtavaSettings()
     enabled: bool = True
     metrics: list[SeriesMetric] = Field(
         default_factory=lambda: ["qps", "avg_ms", "p90_ms", "p99_ms", "p999_ms"]
@@ -870,6 +892,29 @@ class RegressionSettings(StrictModel):
         180, ge=2, le=3650, description="History replayed to find earlier change points."
     )
     notifications: RegressionNotifications = RegressionNotifications()
+    environments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-environment overrides of these settings, merged over them.",
+    )
+
+    def for_environment(self, environment: str | None) -> RegressionSettings:
+        """These settings with ``environments[environment]`` merged over them."""
+        override = self.environments.get(environment or "")
+        if not override:
+            return self
+        merged = _merged(self.model_dump(exclude={"environments"}), override)
+        try:
+            return RegressionSettings.model_validate(merged)
+        except ValueError as error:
+            raise ValueError(f"regression.environments.{environment}: {error}") from error
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> RegressionSettings:
+        for environment, override in self.environments.items():
+            if "environments" in override:
+                raise ValueError(f"regression.environments.{environment} cannot nest environments")
+            self.for_environment(environment)
+        return self
 
     @model_validator(mode="after")
     def _window_fits(self) -> RegressionSettings:
@@ -894,6 +939,17 @@ class AggregationSettings(StrictModel):
     """
 
     exclude_flagged_runs: bool = False
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, nested mappings merged key by key."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 class BenchmarkConfig(StrictModel):

@@ -15,9 +15,16 @@ from meshbench.analysis.aggregate import aggregate
 from meshbench.analysis.alerts import notify_regressions
 from meshbench.analysis.regression import DayRuns, detect_regressions, find_changes, scan_series
 from meshbench.config import RegressionNotifications, RegressionSettings
-from meshbench.testing.histories import as_run_frame, day_of, insert_history, synthetic_days
+from meshbench.testing.histories import (
+    NoiseModel,
+    as_run_frame,
+    day_of,
+    insert_history,
+    synthetic_days,
+)
 
-SETTINGS = RegressionSettings()
+# These tests were written for the Mann-Whitney check and its specifics (windows, recovery).
+SETTINGS = RegressionSettings(method="mann-whitney-u")
 SEEDS = range(12)
 
 
@@ -75,7 +82,7 @@ def test_a_mesh_version_change_coinciding_is_named_as_the_likely_cause() -> None
 
 
 def test_throughput_down_is_a_regression_and_up_an_improvement() -> None:
-    qps_only = RegressionSettings(metrics=["qps"])
+    qps_only = RegressionSettings(method="mann-whitney-u", metrics=["qps"])
     more = as_run_frame(synthetic_days(8, step_after_day=20, step=0.12), column="actual_qps")
     (finding,) = find_changes(more, qps_only)
     assert finding.direction == "improvement" and finding.relative_change > 0.08
@@ -91,10 +98,12 @@ def test_days_with_too_few_runs_are_not_tested() -> None:
 
 def test_thresholds_come_from_the_settings() -> None:
     days = synthetic_days(4, step_after_day=20, step=0.10)
-    assert flagged_days(days, RegressionSettings(min_change=0.2)) == []
-    assert flagged_days(days, RegressionSettings(alpha=1e-30)) == []
+    assert flagged_days(days, RegressionSettings(method="mann-whitney-u", min_change=0.2)) == []
+    assert flagged_days(days, RegressionSettings(method="mann-whitney-u", alpha=1e-30)) == []
     # Day 21 has only 20 days before it: the first day tested is day 26, still at the new level.
-    assert flagged_days(days, RegressionSettings(window_days=30, min_window_days=25)) == [26]
+    assert flagged_days(
+        days, RegressionSettings(method="mann-whitney-u", window_days=30, min_window_days=25)
+    ) == [26]
     assert flagged_days(days) == [21]
 
 
@@ -106,14 +115,20 @@ def test_settings_reject_a_window_shorter_than_its_minimum() -> None:
 # ------------------------------------------------------------------ through the database
 
 
-@pytest.mark.postgres
-def test_daily_detection_stores_each_change_once(clean_results) -> None:
+def run_daily_over_a_step(engine, settings: RegressionSettings) -> list:
+    """Load a 40-day history with a 10 % step after day 20, aggregate and check it daily."""
     days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
-    insert_history(clean_results, days, environment="synthetic", mesh="istio")
+    insert_history(engine, days, environment="synthetic", mesh="istio")
     announced = []
     for number in range(1, 41):
-        aggregate(clean_results, "synthetic", day_of(number))
-        announced += detect_regressions(clean_results, SETTINGS, "synthetic", day_of(number)).new
+        aggregate(engine, "synthetic", day_of(number))
+        announced += detect_regressions(engine, settings, "synthetic", day_of(number)).new
+    return announced
+
+
+@pytest.mark.postgres
+def test_daily_detection_stores_each_change_once(clean_results) -> None:
+    announced = run_daily_over_a_step(clean_results, SETTINGS)
     # p99 and the metrics that move with it in the synthetic shape (avg, p90, p99.9, qps).
     assert {f.benchmark_date for f in announced} == {day_of(21)}
     assert {f.metric for f in announced} == set(SETTINGS.metrics)
@@ -142,7 +157,7 @@ def test_a_finding_that_disappears_on_reanalysis_is_removed(clean_results) -> No
     days = synthetic_days(12, step_after_day=20, step=0.10)
     insert_history(clean_results, days)
     assert detect_regressions(clean_results, SETTINGS, "synthetic", day_of(21)).new
-    relaxed = RegressionSettings(min_change=0.5)
+    relaxed = RegressionSettings(method="mann-whitney-u", min_change=0.5)
     assert detect_regressions(clean_results, relaxed, "synthetic", day_of(21)).findings == []
     with clean_results.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM regression")).scalar() == 0
@@ -229,3 +244,82 @@ def test_a_finding_shows_the_series_measured_noise_beside_it() -> None:
         finding.describe()
     )
     assert "run_noise" not in finding.stored() and "p_value" in finding.stored()
+
+
+# ------------------------------------------------------------------ Otava (the default method)
+
+OTAVA = RegressionSettings()
+NOISY = NoiseModel(run_cv=0.03, day_cv=0.015)  # the "noisy" row of regression_methods.txt
+
+
+def test_otava_is_the_default_method() -> None:
+    assert OTAVA.method == "otava"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_otava_finds_a_ten_percent_step_on_the_day_it_appears(seed: int) -> None:
+    days = synthetic_days(seed, step_after_day=20, step=0.10)  # runs 2 %, days 1 %
+    findings = find_changes(as_run_frame(days), OTAVA)
+    assert [(f.metric, f.benchmark_date, f.direction, f.method) for f in findings] == [
+        ("p99_ms", day_of(21), "regression", "otava")
+    ]
+    (finding,) = findings
+    assert finding.window_end == day_of(20) and finding.n_after == 15
+    assert 0.05 < finding.relative_change < 0.15 and finding.p_value < OTAVA.otava.max_pvalue
+    assert "measured noise of this series" in finding.describe()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_otava_finds_a_step_at_three_percent_noise_once_and_dates_its_start(seed: int) -> None:
+    days = synthetic_days(seed, step_after_day=20, step=0.10, noise=NOISY)
+    (finding,) = find_changes(as_run_frame(days), OTAVA)
+    # Reported within three days of the step; the window before it ends the day before.
+    assert day_of(21) <= finding.benchmark_date <= day_of(23)
+    assert finding.window_end == day_of(20) and finding.direction == "regression"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_otava_raises_nothing_on_a_flat_noisy_history(seed: int) -> None:
+    assert find_changes(as_run_frame(synthetic_days(seed, noise=NOISY)), OTAVA) == []
+
+
+def test_otava_names_a_coinciding_mesh_version_change() -> None:
+    versions = {1: "1.19.3", 21: "1.20.0"}
+    days = synthetic_days(5, step_after_day=20, step=0.10, versions=versions)
+    (finding,) = find_changes(as_run_frame(days), OTAVA)
+    assert finding.likely_cause == "mesh version changed from 1.19.3 to 1.20.0 on this date"
+
+
+def test_per_environment_overrides_are_merged_over_the_defaults() -> None:
+    settings = RegressionSettings(
+        environments={
+            "local": {"otava": {"min_magnitude": 0.2}},
+            "aws": {"method": "mann-whitney-u"},
+        }
+    )
+    local = settings.for_environment("local")
+    assert local.otava.min_magnitude == 0.2 and local.otava.window == 30  # merged, not replaced
+    assert settings.for_environment("aws").method == "mann-whitney-u"
+    assert settings.for_environment("capi") == settings
+    days = synthetic_days(2, step_after_day=20, step=0.10)
+    # A 10 % step is below local's 20 % threshold but found elsewhere, by each one's method.
+    assert find_changes(as_run_frame(days, environment="local"), settings) == []
+    (finding,) = find_changes(as_run_frame(days, environment="aws"), settings)
+    assert finding.method == "mann-whitney-u"
+    (finding,) = find_changes(as_run_frame(days, environment="capi"), settings)
+    assert finding.method == "otava"
+
+
+def test_a_bad_environment_override_is_named() -> None:
+    with pytest.raises(ValueError, match=r"regression\.environments\.local"):
+        RegressionSettings(environments={"local": {"otava": {"window": 1}}})
+
+
+@pytest.mark.postgres
+def test_otava_findings_are_stored_once_with_their_method(clean_results) -> None:
+    announced = run_daily_over_a_step(clean_results, OTAVA)
+    assert {f.benchmark_date for f in announced} == {day_of(21)}
+    assert len(announced) == len({f.metric for f in announced})  # each metric once
+    with clean_results.connect() as connection:
+        methods = connection.execute(text("SELECT DISTINCT method FROM regression")).scalars()
+        assert list(methods) == ["otava"]

@@ -289,7 +289,7 @@ def run_daily_aggregation(
             log.info("no measured runs for environment=%s date=%s", environment or "any", day)
             continue
         new_regressions: list[Finding] = []
-        if config.regression.enabled:
+        if config.regression.for_environment(environment).enabled:
             new_regressions = detect_regressions(engine, config.regression, environment, day).new
         environments = sorted(set(summary.rows["environment"]))
         for env in environments:

@@ -1,10 +1,25 @@
-"""Regression detection over history: each day's runs against a trailing window of days.
+"""Regression detection over history: change points in each series, found day by day.
 
 A series is one environment × mesh × load profile; within it, every metric is scanned on
-its own. A day is tested when it has at least ``min_runs_per_day`` positive measured runs
-(latest attempt) and the window before it holds at least ``min_window_days`` such days of
-the same mesh version. The test is a two-sided Mann-Whitney U on the run values (rank
-based: a single wild run cannot make or hide a change), and a day is flagged only when
+its own, replaying the history day by day as the daily pipeline sees it. The method and
+its settings come from ``regression`` in the config, per environment
+(``RegressionSettings.for_environment``).
+
+``otava`` (the default): Apache Otava's E-divisive means with a Student t-test (Hunter) on
+the series' daily medians, ``otava.analysis.compute_change_points``. Each day from
+``min_window_days`` days of history on, Otava runs on the medians up to that day; a change
+point it reports for the first time is a finding on that day, comparing the days from the
+change point on with the days before it (back to the previous change point, at most
+``otava.window`` days). Change points stay where they are once reported, so a lasting
+step is reported once; at the noise measured it is reported on the day it appears
+(benchmarks/results/regression_methods.txt). A change point on the first day of a new mesh
+version names the version change as its likely cause.
+
+``mann-whitney-u``: each day's runs against a trailing window of days. A day is tested
+when it has at least ``min_runs_per_day`` positive measured runs (latest attempt) and
+the window before it holds at least ``min_window_days`` such days of the same mesh
+version. The test is a two-sided Mann-Whitney U on the run values (rank based: a single
+wild run cannot make or hide a change), and a day is flagged only when
 
 * the p-value is below ``alpha``,
 * the medians differ by at least ``min_change`` (relative), and
@@ -29,6 +44,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from otava.analysis import compute_change_points
 from scipy import stats
 from sqlalchemy import Engine, delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,7 +55,6 @@ from meshbench.results.models import Regression
 
 log = logging.getLogger(__name__)
 
-METHOD = "mann-whitney-u"
 # Larger is better for throughput, smaller for every latency.
 HIGHER_IS_BETTER = {"qps"}
 MAD_TO_SD = 1.4826  # the MAD of a normal sample times this estimates its SD
@@ -291,6 +306,76 @@ def scan_series(days: Sequence[DayRuns], settings: RegressionSettings) -> list[D
     return tests
 
 
+def scan_series_otava(days: Sequence[DayRuns], settings: RegressionSettings) -> list[DayTest]:
+    """Otava's change points in the daily medians, each on the first day it is reported."""
+    testable = [
+        d for d in sorted(days, key=lambda d: d.day) if d.values.size >= settings.min_runs_per_day
+    ]
+    medians = [day.median for day in testable]
+    tests: list[DayTest] = []
+    reported: set[int] = set()
+    for today in range(settings.min_window_days, len(testable)):
+        points, _ = compute_change_points(
+            medians[: today + 1],
+            window_len=settings.otava.window,
+            max_pvalue=settings.otava.max_pvalue,
+            min_magnitude=settings.otava.min_magnitude,
+        )
+        points = sorted(points, key=lambda point: point.index)
+        starts = [0] + [point.index for point in points]
+        for previous_start, point in zip(starts, points, strict=False):
+            if point.index in reported:
+                continue
+            reported.add(point.index)
+            before_start = max(previous_start, point.index - settings.otava.window)
+            tests.append(
+                _change_point_test(
+                    testable[before_start : point.index],
+                    testable[point.index : today + 1],
+                    p_value=float(point.stats.pvalue),
+                    change=float(point.stats.forward_rel_change()),
+                )
+            )
+    return tests
+
+
+def _change_point_test(
+    before: Sequence[DayRuns], after: Sequence[DayRuns], p_value: float, change: float
+) -> DayTest:
+    """A finding on the last day of ``after``: its days against the days ``before`` it."""
+    before_values = np.concatenate([d.values for d in before])
+    after_values = np.concatenate([d.values for d in after])
+    first, previous = after[0], before[-1]
+    cause = None
+    if first.mesh_version != previous.mesh_version:
+        when = "this date" if len(after) == 1 else str(first.day)
+        cause = (
+            f"mesh version changed from {previous.mesh_version or 'unversioned'} to "
+            f"{first.mesh_version or 'unversioned'} on {when}"
+        )
+    return DayTest(
+        day=after[-1].day,
+        mesh_version=after[-1].mesh_version,
+        previous_mesh_version=previous.mesh_version,
+        window_start=before[0].day,
+        window_end=previous.day,
+        n_before=int(before_values.size),
+        n_after=int(after_values.size),
+        before_median=float(np.median(before_values)),
+        after_median=float(np.median(after_values)),
+        before_mean=float(before_values.mean()),
+        after_mean=float(after_values.mean()),
+        relative_change=change,
+        p_value=p_value,
+        day_noise_z=None,
+        flagged=True,
+        likely_cause=cause,
+    )
+
+
+SCANS = {"otava": scan_series_otava, "mann-whitney-u": scan_series}
+
+
 def measured_noise(days: Sequence[DayRuns]) -> tuple[float | None, float | None]:
     """(run noise, day noise) of a series: the median relative robust SD of runs within a
     day, and the relative robust SD of the daily medians (None without enough days)."""
@@ -324,11 +409,13 @@ def find_changes(
     if history.empty:
         return findings
     for (environment, mesh, profile), part in history.groupby(SERIES_KEYS, sort=True):
-        for metric in settings.metrics:
+        series_settings = settings.for_environment(environment)
+        scan = SCANS[series_settings.method]
+        for metric in series_settings.metrics:
             if METRICS[metric] not in part.columns:
                 continue
             days = _series_days(part, METRICS[metric])
-            for test in scan_series(days, settings):
+            for test in scan(days, series_settings):
                 if not test.flagged or (wanted is not None and test.day not in wanted):
                     continue
                 # The noise of the window the day was compared with (before the change).
@@ -355,7 +442,7 @@ def find_changes(
                         after_mean=test.after_mean,
                         relative_change=test.relative_change,
                         p_value=test.p_value,
-                        method=METHOD,
+                        method=series_settings.method,
                         likely_cause=test.likely_cause,
                         run_noise=run_noise,
                         day_noise=day_noise,
@@ -436,7 +523,10 @@ def detect_dates(
     if not days:
         return Detection(findings=[], new=[])
     history = fetch_run_history(
-        engine, environment, min(days) - timedelta(days=settings.history_days), max(days)
+        engine,
+        environment,
+        min(days) - timedelta(days=settings.for_environment(environment).history_days),
+        max(days),
     )
     findings = find_changes(history, settings, dates=days)
     new: list[Finding] = []
