@@ -53,6 +53,14 @@ def _run(args: Sequence[str], timeout: float, **kwargs) -> subprocess.CompletedP
     return result
 
 
+def _docker_build(image: str, dockerfile: Path | str, context: Path | str, build_arg: str) -> None:
+    _run(
+        ["docker", "build", "-q", "--build-arg", build_arg, "-t", image,
+         "-f", str(dockerfile), str(context)],
+        BUILD_TIMEOUT,
+    )  # fmt: skip
+
+
 def build_images() -> None:
     """The stand-ins and the meshbench image; Docker's layer cache makes a rebuild quick."""
     base = _run([str(ROOT / "scripts/debian-base-image")], BUILD_TIMEOUT).stdout.strip()
@@ -60,56 +68,18 @@ def build_images() -> None:
         (POSTGRES_IMAGE, "postgres.Dockerfile"),
         (REDIS_IMAGE, "redis.Dockerfile"),
     ):
-        _run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "--build-arg",
-                f"BASE_IMAGE={base}",
-                "-t",
-                image,
-                "-f",
-                str(STANDINS / dockerfile),
-                str(STANDINS),
-            ],
-            BUILD_TIMEOUT,
-        )
+        _docker_build(image, STANDINS / dockerfile, STANDINS, f"BASE_IMAGE={base}")
     with tempfile.TemporaryDirectory(prefix="meshbench-airflow-standin-") as context:
         for name in ("airflow.Dockerfile", "airflow-entrypoint.sh"):
             shutil.copy2(STANDINS / name, context)
         shutil.copy2(ROOT / "requirements.lock", context)
         # PyPI answers from a container only through this machine's CA bundle.
         shutil.copy2(CA_BUNDLE, Path(context) / "ca-bundle.crt")
-        _run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "--build-arg",
-                f"BASE_IMAGE={base}",
-                "-t",
-                AIRFLOW_BASE_IMAGE,
-                "-f",
-                f"{context}/airflow.Dockerfile",
-                context,
-            ],
-            BUILD_TIMEOUT,
+        _docker_build(
+            AIRFLOW_BASE_IMAGE, f"{context}/airflow.Dockerfile", context, f"BASE_IMAGE={base}"
         )
-    _run(
-        [
-            "docker",
-            "build",
-            "-q",
-            "--build-arg",
-            f"AIRFLOW_IMAGE={AIRFLOW_BASE_IMAGE}",
-            "-t",
-            MESHBENCH_IMAGE,
-            "-f",
-            str(ROOT / "docker/Dockerfile"),
-            str(ROOT),
-        ],
-        BUILD_TIMEOUT,
+    _docker_build(
+        MESHBENCH_IMAGE, ROOT / "docker/Dockerfile", ROOT, f"AIRFLOW_IMAGE={AIRFLOW_BASE_IMAGE}"
     )
 
 
@@ -138,27 +108,23 @@ class ComposeStack:
     def up(self, *args: str) -> None:
         self.compose("up", "-d", *args, timeout=1200)
 
-    def down(self) -> subprocess.CompletedProcess[str]:
+    def _unchecked(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        """For teardown and diagnostics: never raises on a non-zero exit."""
         return subprocess.run(
-            [*self.base_command, "down", "-v", "--remove-orphans", "--timeout", "30"],
+            [*self.base_command, *args],
             capture_output=True,
             text=True,
             check=False,
-            timeout=600,
+            timeout=timeout,
             cwd=ROOT,
             env=self.env,
         )
 
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self._unchecked("down", "-v", "--remove-orphans", "--timeout", "30", timeout=600)
+
     def logs(self) -> str:
-        result = subprocess.run(
-            [*self.base_command, "logs", "--no-color", "--tail", "60"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-            cwd=ROOT,
-            env=self.env,
-        )
+        result = self._unchecked("logs", "--no-color", "--tail", "60", timeout=120)
         return result.stdout + result.stderr
 
     def containers(self) -> dict[str, dict]:
