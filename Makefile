@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format lock ui stop clean
+.PHONY: run test install lint format lock ui stop clean compose-check
 
 run: install
 	$(VENV)/bin/meshbench demo
@@ -43,3 +43,11 @@ lock:
 
 clean:
 	rm -rf $(VENV) .state
+
+# ---- compose-check: docker-compose.yaml brought up for real (its own CI step) ----------
+# Builds stand-in images from Debian's packages, runs a benchmark DAG through the Celery
+# stack, tears it down. Needs a Docker engine and docker-compose; about 10 minutes.
+compose-check: install
+	@./scripts/ensure-docker-engine
+	MESHBENCH_COMPOSE_CHECK=1 $(VENV)/bin/pytest tests/compose -q -p no:cacheprovider $(PYTEST_ARGS)
+	@cat .state/compose-check-last.json
