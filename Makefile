@@ -4,7 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format lock ui stop clean compose-check
+.PHONY: run test install system-packages lint format lock ui stop clean compose-check
+
+# uv comes from PyPI into .venv (by the venv's own pip) and runs from there: Debian's python3
+# has no pip and refuses installs into itself (PEP 668), and nothing goes into the system Python.
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+# .venv is made from the first python3 on PATH outside an activated virtualenv: an unrelated
+# one (uv's have no pip) must not become the base of the project's environment.
+BASE_PYTHON := $(shell IFS=:; for dir in $$PATH; do \
+	[ -n "$$VIRTUAL_ENV" ] && [ "$$dir" = "$$VIRTUAL_ENV/bin" ] && continue; \
+	[ -x "$$dir/python3" ] && { echo "$$dir/python3"; break; }; done)
 
 run: install
 	$(VENV)/bin/meshbench demo
@@ -20,14 +31,24 @@ test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
-	@./scripts/install-system-packages.sh
 
-$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
-	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@test -x $(PY) || python3 -m uv venv --quiet --python python3 $(VENV)
-	python3 -m uv pip install --quiet --python $(PY) -r requirements.lock
-	python3 -m uv pip install --quiet --python $(PY) --no-deps -e .
-	python3 -m uv pip install --quiet --python $(PY) --no-deps -r requirements-nodeps.txt
+# Debian packages first: python3-venv is what makes .venv possible on Debian's Python.
+system-packages:
+	@PYTHON="$(BASE_PYTHON)" ./scripts/install-system-packages.sh
+
+# A .venv without pip (made by uv, or left half-made) is made anew.
+$(UV_STAMP): | system-packages
+	@test -n "$(BASE_PYTHON)" || { echo "meshbench: no python3 on PATH (Debian: apt-get install python3)" >&2; exit 1; }
+	@$(PY) -m pip --version >/dev/null 2>&1 || { \
+		test ! -e $(VENV) || echo "meshbench: $(VENV) has no pip; making it anew"; \
+		rm -rf $(VENV) && $(BASE_PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }; }
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@rm -f $(VENV)/.uv-* && touch $(UV_STAMP)
+
+$(STAMP): $(UV_STAMP) requirements.lock requirements-nodeps.txt pyproject.toml | system-packages
+	$(UV) pip install --quiet --python $(PY) -r requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	$(UV) pip install --quiet --python $(PY) --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 lint: install
@@ -38,8 +59,8 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-lock:
-	python3 -m uv pip compile --python-version 3.11 --no-header --quiet requirements.txt requirements-dev.txt -o requirements.lock
+lock: $(UV_STAMP)
+	$(UV) pip compile --python-version 3.11 --no-header --quiet requirements.txt requirements-dev.txt -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .state

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages meshbench needs when any is missing.
 # Always --no-install-recommends: wireguard-tools would otherwise pull a kernel.
+# PYTHON: the interpreter .venv is made from (default python3).
 set -euo pipefail
+
+PYTHON=${PYTHON:-python3}
 
 # command-to-check:package
 NEEDED=(
+  "ensurepip:python3-venv"
   "initdb:postgresql"
   "nginx:nginx"
   "wrk:wrk"
@@ -18,7 +22,10 @@ NEEDED=(
 missing=()
 for entry in "${NEEDED[@]}"; do
   cmd=${entry%%:*}; pkg=${entry#*:}
-  if [ "$cmd" = initdb ]; then
+  if [ "$cmd" = ensurepip ]; then
+    # Debian's python3 makes a virtualenv with pip only with python3-venv; pyenv's always can.
+    "$PYTHON" -c "import ensurepip" >/dev/null 2>&1 && continue
+  elif [ "$cmd" = initdb ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && continue
   elif [ "$cmd" = nginx ]; then
     [ -x /usr/sbin/nginx ] && continue

@@ -4,7 +4,9 @@ environment, without creating namespaces."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +207,68 @@ def test_stop_signals_only_the_recorded_process(tmp_path: Path) -> None:
     finally:
         if record.is_running():
             os.kill(record.pid, 9)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Runs a command as root without CAP_SYS_PTRACE, as in a default Docker container.
+WITHOUT_PTRACE = ["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace"]
+# Starts nginx, finds its members and stops it, all as root without CAP_SYS_PTRACE.
+_NGINX_WITHOUT_PTRACE = """
+import json, sys, time
+from pathlib import Path
+from meshbench.local import processes
+
+def session_pids(session):
+    return [stat.pid for stat in processes.session_members(session)]
+
+argv, log_path, expected = json.loads(sys.argv[1])
+record = processes.start("nginx", argv, cluster="server", log_path=Path(log_path))
+deadline = time.monotonic() + 10
+while len(session_pids(record.pid)) < expected and time.monotonic() < deadline:
+    time.sleep(0.05)
+everyone = session_pids(record.pid)
+hidden = [pid for pid in everyone if processes.executable(pid) == processes.HIDDEN]
+members = record.members()
+stopped = processes.stop(record)
+print(json.dumps({"leader": record.pid, "session": everyone, "hidden": hidden,
+                  "members": members, "stopped": stopped, "left": session_pids(record.pid)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx's workers switch to nobody only under root")
+def test_nginx_workers_are_found_and_stopped_where_root_cannot_read_their_program(
+    tmp_path: Path,
+) -> None:
+    """Root without CAP_SYS_PTRACE (as in a default Docker container) may not read the
+    program of nginx's workers, which run as nobody; they are members all the same, and
+    stopping nginx stops them."""
+    config = nginx.render_config(
+        tmp_path, f"127.0.0.1:{_free_loopback_port()}", f"127.0.0.1:{_free_loopback_port()}"
+    )
+    (tmp_path / "nginx.conf").write_text(config)
+    (tmp_path / "nginx-temp").mkdir()
+    argv = [str(binaries.find("nginx")), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    arguments = [argv, str(tmp_path / "nginx.out"), 1 + nginx.WORKER_PROCESSES]
+    checked = subprocess.run(
+        [*WITHOUT_PTRACE, sys.executable, "-c", _NGINX_WITHOUT_PTRACE, json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    seen = json.loads(checked.stdout)
+    workers = [pid for pid in seen["session"] if pid != seen["leader"]]
+    assert len(workers) == nginx.WORKER_PROCESSES, (tmp_path / "nginx.out").read_text()
+    assert seen["hidden"] == workers  # the situation this test is about
+    assert seen["members"] == seen["session"]
+    assert seen["stopped"] == seen["session"]
+    assert seen["left"] == []
 
 
 def test_missing_program_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,7 @@ class ProcStat:
     """The fields of /proc/<pid>/stat that teardown and CPU accounting need."""
 
     pid: int
+    command_name: str
     state: str
     session: int
     utime_ticks: int
@@ -57,9 +58,11 @@ def read_stat(pid: int) -> ProcStat | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = text[text.rfind(")") + 2 :].split()
+    name_end = text.rfind(")")
+    fields = text[name_end + 2 :].split()
     return ProcStat(
         pid=pid,
+        command_name=text[text.find("(") + 1 : name_end],
         state=fields[0],
         session=int(fields[3]),
         utime_ticks=int(fields[11]),
@@ -68,9 +71,32 @@ def read_stat(pid: int) -> ProcStat | None:
     )
 
 
+def session_members(session: int) -> list[ProcStat]:
+    """Every live process of a session, by pid, from /proc/<pid>/stat (readable by anyone)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        stat = read_stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is not None and stat.alive and stat.session == session:
+            found.append(stat)
+    return sorted(found, key=lambda stat: stat.pid)
+
+
+# The kernel keeps a program's command name (/proc/<pid>/comm) to 15 bytes.
+COMMAND_NAME_LENGTH = 15
+# executable(): the program file exists but may not be read.
+HIDDEN = "<hidden>"
+
+
 def executable(pid: int) -> str | None:
+    """The process's program file; HIDDEN when only permissions keep it from being read.
+
+    Reading /proc/<pid>/exe of another user's process needs CAP_SYS_PTRACE. Root has it on a
+    machine, but not in a default Docker or Kubernetes container, where the program of
+    nginx's workers (which run as ``nobody``) cannot be read at all."""
     try:
         return os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        return HIDDEN
     except OSError:
         return None
 
@@ -101,7 +127,12 @@ class ProcessRecord:
         if pid == self.pid and stat.start_ticks != self.start_ticks:
             return False  # the pid was reused by a process started later
         exe = executable(pid)
-        # Without permission to read the link (another user's process) it is not ours.
+        if exe == HIDDEN:
+            # Where root may not read the program (see executable()), the command name exec
+            # gave the process tells it apart, beside its start time (above) and its session
+            # (members()). Skipping it would leave nginx's workers running, and serving,
+            # after their master was stopped or killed.
+            return stat.command_name == Path(self.executable).name[:COMMAND_NAME_LENGTH]
         return exe is not None and os.path.realpath(exe) == os.path.realpath(self.executable)
 
     def is_running(self) -> bool:
@@ -109,15 +140,7 @@ class ProcessRecord:
 
     def members(self) -> list[int]:
         """Live pids of this component: the leader and whatever it forked in its session."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            stat = read_stat(pid)
-            if stat is not None and stat.session == self.pid and self._is_ours(pid, stat):
-                found.append(pid)
-        return sorted(found)
+        return [stat.pid for stat in session_members(self.pid) if self._is_ours(stat.pid, stat)]
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the live members (exited members are not counted)."""
