@@ -113,11 +113,13 @@ def test_estimate_is_the_sum_of_its_parts_at_the_configured_prices() -> None:
     t = aws.timings
     run = (load.duration + t.run_overhead_seconds) / 60
     warmup = (load.effective_warmup_duration + t.run_overhead_seconds) / 60
+    # Each measured run follows a paired no-mesh run on the same clusters.
+    assert config.paired_baseline("aws", "istio")
     iteration = (
         t.mesh_install_minutes["istio"]
         + t.workload_minutes
         + warmup
-        + load.runs_per_iteration * run
+        + 2 * load.runs_per_iteration * run
         + t.uninstall_minutes
     )
     minutes = t.create_minutes + t.prepare_minutes + load.iterations * iteration + t.delete_minutes
@@ -144,6 +146,17 @@ def test_estimate_is_the_sum_of_its_parts_at_the_configured_prices() -> None:
         max(max(d.minutes for d in matrix.dags), matrix.busy_minutes / aws.pool.slots)
     )
     capi = estimate_dag(config, "capi", "baseline")
+    # The baseline is its own no-mesh path: it has no paired runs.
+    assert not config.paired_baseline("capi", "baseline")
+    capi_load, ct = config.load_profile_for("capi"), config.environments.capi.timings
+    capi_iteration = (
+        ct.mesh_install_minutes["baseline"]
+        + ct.workload_minutes
+        + (capi_load.effective_warmup_duration + ct.run_overhead_seconds) / 60
+        + capi_load.runs_per_iteration * (capi_load.duration + ct.run_overhead_seconds) / 60
+        + ct.uninstall_minutes
+    )
+    assert capi.breakdown["iterations"] == pytest.approx(capi_load.iterations * capi_iteration)
     assert capi.cost_usd == pytest.approx(2 * 2 * capi.minutes / 60 * 1.50)
     assert estimate_dag(config, "existing", "baseline").cost_usd is None
 

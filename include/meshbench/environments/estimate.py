@@ -123,10 +123,9 @@ def dag_minutes(config: BenchmarkConfig, environment: str, mesh: str) -> dict[st
     """Minutes per part of one DAG run of ``environment`` × ``mesh``."""
     load = config.load_profile_for(environment)
     timings = _timings(config, environment)
-    settings = config.environment(environment)
     run = load.duration / 60 + timings.run_overhead_seconds / 60
     measured = load.runs_per_iteration * run
-    paired = measured if settings.paired_baseline else 0.0
+    paired = measured if config.paired_baseline(environment, mesh) else 0.0
     warmup = (load.effective_warmup_duration / 60 + timings.run_overhead_seconds / 60) * (
         1 if load.warmup else 0
     )
