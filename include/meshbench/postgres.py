@@ -4,6 +4,12 @@ Used when no results database is configured, so ``make run`` and ``make test`` w
 fresh machine. Postgres refuses to run as root, so as root the server runs as the
 ``postgres`` system user. One server holds both the results database and, for the local
 Airflow, Airflow's metadata database (separate databases).
+
+Who may connect: over TCP (127.0.0.1) only with the superuser's password, generated once
+into ``.state/postgres-password`` (mode 0600, readable by the checkout's owner only); over
+the Unix socket in the data folder (mode 0700, so only the server's OS user and root reach
+it) without one, which is how this module itself runs psql. A cluster made by an older
+version with ``trust`` for every local connection gets this configuration on its next start.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +35,13 @@ PORT_RANGE_SIZE = 800
 RESULTS_DATABASE = "meshbench"
 AIRFLOW_DATABASE = "airflow"
 START_TIMEOUT_SECONDS = 60
+PASSWORD_FILE_NAME = "postgres-password"
+SUPERUSER = "postgres"
+# Socket: the OS user that runs the server (or root through it); TCP: the password only.
+HBA_CONF = f"""# Written by meshbench (include/meshbench/postgres.py) at every start.
+local   all   {SUPERUSER}   trust
+host    all   all           127.0.0.1/32   scram-sha-256
+"""
 
 
 class PostgresUnavailable(RuntimeError):
@@ -73,6 +87,7 @@ class PrivatePostgres:
 
     data_dir: Path
     port: int
+    password_file: Path
 
     @classmethod
     def for_project(cls) -> PrivatePostgres:
@@ -86,14 +101,32 @@ class PrivatePostgres:
                 fallback,
             )
             base = fallback
-        return cls(data_dir=base / "data", port=_port_for(base))
+        return cls(
+            data_dir=base / "data",
+            port=_port_for(base),
+            password_file=state_dir() / PASSWORD_FILE_NAME,
+        )
 
     @property
     def log_file(self) -> Path:
         return self.data_dir.parent / "server.log"
 
+    def password(self) -> str:
+        """The superuser's password, generated into a 0600 file on first use."""
+        if not self.password_file.exists():
+            self.password_file.parent.mkdir(parents=True, exist_ok=True)
+            # URL-safe characters: the password goes into connection URLs unquoted.
+            generated = secrets.token_urlsafe(24)
+            descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(generated + "\n")
+        self.password_file.chmod(0o600)
+        return self.password_file.read_text().strip()
+
     def url(self, database: str = RESULTS_DATABASE) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return (
+            f"postgresql+psycopg://{SUPERUSER}:{self.password()}@127.0.0.1:{self.port}/{database}"
+        )
 
     def _run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
@@ -115,8 +148,13 @@ class PrivatePostgres:
             bindir = find_server_bindir()
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(bindir)
+            hba_changed = self._write_hba_conf()
             if not self.is_running():
                 self._start(bindir)
+            self._set_password(bindir)
+            if hba_changed:
+                # A server already running with the old rules reads the new ones now.
+                self._pg_ctl(bindir, "reload")
             for database in (RESULTS_DATABASE, AIRFLOW_DATABASE):
                 self._create_database(bindir, database)
         return self
@@ -150,9 +188,9 @@ class PrivatePostgres:
                 "-D",
                 str(self.data_dir),
                 "-U",
-                "postgres",
-                "-A",
-                "trust",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 "-E",
                 "UTF8",
                 "--no-instructions",
@@ -192,19 +230,55 @@ class PrivatePostgres:
             )
         log.info("started private Postgres on 127.0.0.1:%s (data in %s)", self.port, self.data_dir)
 
-    def _create_database(self, bindir: Path, database: str) -> None:
-        psql = [
+    def _write_hba_conf(self) -> bool:
+        """Write the access rules; True if they were different before."""
+        hba = self.data_dir / "pg_hba.conf"
+        with contextlib.suppress(OSError):
+            if hba.read_text() == HBA_CONF:
+                return False
+        hba.write_text(HBA_CONF)
+        hba.chmod(0o600)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(SUPERUSER)
+            os.chown(hba, user.pw_uid, user.pw_gid)
+        log.info("private Postgres in %s: TCP connections need the password", self.data_dir)
+        return True
+
+    def _pg_ctl(self, bindir: Path, action: str) -> None:
+        result = self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), action])
+        if result.returncode != 0:
+            raise PostgresUnavailable(
+                f"pg_ctl {action} failed in {self.data_dir}: {result.stderr.strip()}"
+            )
+
+    def _psql(self, bindir: Path) -> list[str]:
+        """psql over the Unix socket in the data folder (no password needed there)."""
+        return [
             str(bindir / "psql"),
             "-h",
-            "127.0.0.1",
+            str(self.data_dir),
             "-p",
             str(self.port),
             "-U",
-            "postgres",
+            SUPERUSER,
             "-d",
             "postgres",
-            "-tAc",
+            "-v",
+            "ON_ERROR_STOP=1",
         ]
+
+    def _set_password(self, bindir: Path) -> None:
+        # On stdin, not the command line: other users can read a process's arguments.
+        statement = f"ALTER ROLE {SUPERUSER} PASSWORD '{self.password()}';\n"
+        result = self._run([*self._psql(bindir), "-q", "-f", "-"], input=statement)
+        if result.returncode != 0:
+            raise PostgresUnavailable(
+                f"cannot set the password of {SUPERUSER} in {self.data_dir}: "
+                f"{result.stderr.strip()}"
+            )
+
+    def _create_database(self, bindir: Path, database: str) -> None:
+        psql = [*self._psql(bindir), "-tAc"]
         exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{database}'"])
         if exists.stdout.strip() == "1":
             return
