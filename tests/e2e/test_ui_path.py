@@ -149,7 +149,11 @@ def test_make_ui_path_from_a_clean_state(tmp_path_factory) -> None:
         assert f"password {password}" in log.read_text()
         api = Api(port, password)
         url = subprocess.run(
-            [MESHBENCH, "db", "url"], env=env, capture_output=True, text=True, check=True
+            [MESHBENCH, "db", "url", "--with-password"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         results = create_engine(url)
 

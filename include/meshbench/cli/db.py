@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     downgrade.set_defaults(handler=_downgrade)
     current = actions.add_parser("current", help="show the schema revision and database")
     current.set_defaults(handler=_current)
-    url = actions.add_parser("url", help="print the results database URL (without password)")
+    url = actions.add_parser("url", help="print the results database URL (password masked)")
+    url.add_argument(
+        "--with-password",
+        action="store_true",
+        help="print the password too, for a client to connect with (keep it out of logs)",
+    )
     url.set_defaults(handler=_url)
 
 
@@ -44,5 +49,5 @@ def _current(args: argparse.Namespace) -> int:
 
 
 def _url(args: argparse.Namespace) -> int:
-    print(get_engine().url)
+    print(get_engine().url.render_as_string(hide_password=not args.with_password))
     return 0
