@@ -8,13 +8,14 @@ One DAG per enabled environment × mesh, ``meshbench_<environment>_<mesh>``:
            install_mesh (setup) -> wait_mesh_ready -> deploy_workloads
            -> wait_workloads_ready -> warmup -> measure -> uninstall_mesh (teardown)
       -> delete_clusters (teardown of create_clusters)
-      -> load_results (outlet: the results asset)
+      -> load_results (teardown of create_clusters too; outlet: the results asset)
 
 Teardowns run whatever happened before them (trigger rule ``all_done``): a half-made
 install or a half-created pair is removed too, and each tolerates what is already gone.
 A failed iteration does not stop the next one; ``load_results`` turns it into negative
 rows and fails the DAG run exactly when fewer than ``min_positive`` positive measured runs
-were recorded.
+were recorded, or when Airflow ended tasks the pipeline did not (a run marked failed by
+hand still loads what it measured, then ends failed).
 
 Importing this module, or building DAGs with it, opens no connection, database or
 subprocess: task bodies import what they need when they run.
@@ -71,7 +72,21 @@ def _task_run(context: dict[str, Any]):
         try_number=ti.try_number or 1,
         params=dict(context.get("params") or {}),
         purpose=run_purpose(str(getattr(dag_run, "run_type", "") or "")),
+        task_states=lambda: _task_states(context),
     )
+
+
+def _task_states(context: dict[str, Any]) -> dict[str, str]:
+    """Airflow's states of the DAG run's tasks, teardowns left out (they are never ended by
+    marking the run failed)."""
+    dag_run = context["dag_run"]
+    states = context["ti"].get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
+    dag = context["dag"]
+    return {
+        task_id: str(state)
+        for task_id, state in (states.get(dag_run.run_id) or {}).items()
+        if state is not None and task_id in dag.task_dict and not dag.task_dict[task_id].is_teardown
+    }
 
 
 def run_purpose(run_type: str) -> str:
@@ -99,7 +114,13 @@ def run_pipeline_step(
 
     from meshbench.pipeline.lease import RESCHEDULE_SECONDS
     from meshbench.pipeline.params import TriggerParamsInvalid
-    from meshbench.pipeline.steps import Pipeline, StepRescheduled, StepSkipped, TooFewPositives
+    from meshbench.pipeline.steps import (
+        Pipeline,
+        RunStoppedFromOutside,
+        StepRescheduled,
+        StepSkipped,
+        TooFewPositives,
+    )
     from meshbench.results.migrate import SchemaNotCurrent
 
     try:
@@ -114,7 +135,7 @@ def run_pipeline_step(
         raise AirflowRescheduleException(
             datetime.now(UTC) + timedelta(seconds=RESCHEDULE_SECONDS)
         ) from None
-    except (TooFewPositives, SchemaNotCurrent, TriggerParamsInvalid) as exc:
+    except (TooFewPositives, RunStoppedFromOutside, SchemaNotCurrent, TriggerParamsInvalid) as exc:
         # Retrying cannot add positive runs, migrate the database or mend the parameters.
         raise AirflowFailException(str(exc)) from None
     if step == "load_results":
@@ -316,14 +337,12 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         previous >> delete
         delete.as_teardown(setups=create, on_failure_fail_dagrun=True)
         delete.trigger_rule = TriggerRule.ALL_DONE
-        load_results = step(
-            "load_results",
-            "load_results",
-            outlets=[RESULTS_ASSET],
-            trigger_rule=TriggerRule.ALL_DONE,
-            retries=1,
-        )
+        load_results = step("load_results", "load_results", outlets=[RESULTS_ASSET], retries=1)
         delete >> load_results
+        # A teardown too: marking the run failed skips pending tasks but lets teardowns run,
+        # so the results are loaded, and the load fails the run (it is the run's one leaf).
+        load_results.as_teardown(setups=create, on_failure_fail_dagrun=True)
+        load_results.trigger_rule = TriggerRule.ALL_DONE
     return dag
 
 

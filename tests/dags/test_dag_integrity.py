@@ -83,7 +83,9 @@ def test_benchmark_dag_shape(monkeypatch, tmp_path) -> None:
     assert task("iteration_01.install_mesh").is_setup
     assert task("iteration_01.uninstall_mesh").is_teardown
     assert task("iteration_02.install_mesh").upstream_task_ids == {"iteration_01.uninstall_mesh"}
-    assert task("load_results").upstream_task_ids == {"delete_clusters"}
+    assert task("load_results").upstream_task_ids == {"delete_clusters", "create_clusters"}
+    # A teardown: a run marked failed by hand still loads its results, then ends failed.
+    assert task("load_results").is_teardown
     assert task("load_results").outlets
     assert set(dag.params.keys()) >= {"iterations", "duration", "connections", "qps"}
     # Every DAG starts paused: a first start of the UI must not begin an hour of benchmarks.

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from meshbench.backend import StepFailed
 from meshbench.pipeline import lease
 from meshbench.pipeline.steps import Pipeline, StepRescheduled, TaskRun
 from tests.pipeline.replay_backend import ReplayBackend
@@ -88,3 +89,24 @@ def test_a_holder_whose_process_is_gone_is_taken_over_after_the_gap(
     )
     pipeline(config, "run-b", "create_clusters").run("create_clusters")
     assert reaped == [["mb-0badf00d"]]
+
+
+def test_a_paused_run_that_lost_the_machine_fails_its_next_steps_and_still_tears_down(
+    config, monkeypatch, tmp_path
+) -> None:
+    """A paused run goes silent; the next run takes the machine over and reaps its leftovers.
+    Unpaused, the paused run must not measure beside the new holder: its steps fail at once,
+    its teardowns still run and it does not take the lease back."""
+    monkeypatch.setattr("meshbench.local.reaper.reap", lambda only: "ok")
+    pipeline(config, "run-a", "create_clusters").run("create_clusters")
+    held = json.loads((tmp_path / "lease.json").read_text())
+    held["renewed_at"] = time.time() - 7200
+    (tmp_path / "lease.json").write_text(json.dumps(held))
+    pipeline(config, "run-b", "create_clusters").run("create_clusters")
+
+    with pytest.raises(
+        StepFailed, match="no longer holds the machine: meshbench_local_envoy-mtls:run-b"
+    ):
+        pipeline(config, "run-a", "prepare_pair").run("prepare_pair")
+    pipeline(config, "run-a", "delete_clusters").run("delete_clusters")
+    assert lease.current().owner.startswith("meshbench_local_envoy-mtls:run-b")

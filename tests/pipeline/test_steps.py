@@ -10,6 +10,7 @@ from meshbench.pipeline.steps import (
     INJECT_FAILURE_ENV_VAR,
     ITERATION_STEPS,
     Pipeline,
+    RunStoppedFromOutside,
     StepSkipped,
     TaskRun,
     TooFewPositives,
@@ -21,9 +22,18 @@ from tests.pipeline.replay_backend import ReplayBackend
 pytestmark = pytest.mark.postgres
 
 
+TEARDOWNS = ("uninstall_mesh", "delete_clusters", "load_results")
+
+
+def airflow_states(outcomes: dict[str, str]) -> dict[str, str]:
+    """What Airflow would report for the run's tasks, teardowns left out."""
+    return {t: s for t, s in outcomes.items() if t.rsplit(".", 1)[-1] not in TEARDOWNS}
+
+
 def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, purpose="manual"):
     """Run the steps in DAG order, the way Airflow's trigger rules would."""
     monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
+    outcomes = {}
 
     def step(task_id, name, iteration=None):
         task = TaskRun(
@@ -33,10 +43,10 @@ def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, p
             benchmark_date=date(2026, 1, 2),
             attempt=attempt,
             purpose=purpose,
+            # The load checks Airflow's states: the pipeline's own skips must not count.
+            task_states=lambda: airflow_states(outcomes),
         )
         return Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
-
-    outcomes = {}
 
     def attempt_step(task_id, name, iteration=None, upstream_ok=True):
         if not upstream_ok:
@@ -152,6 +162,54 @@ def test_failed_create_skips_iterations_and_records_why(config, clean_results, m
     rows = measurements(clean_results)
     assert len(rows) == 4
     assert all(r.failed_task == "create_clusters" and "quota exceeded" in r.reason for r in rows)
+
+
+def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
+    config, clean_results, monkeypatch
+) -> None:
+    """Marking a DAG run failed during iteration 2 skips its pending tasks (no record of the
+    pipeline's) and lets the teardowns run: the load keeps iteration 1 and fails the run."""
+    monkeypatch.setattr("meshbench.results.db.get_engine", lambda: clean_results)
+    backend = ReplayBackend(config)
+    states: dict[str, str] = {}
+
+    def step(task_id, name, iteration=None):
+        task = TaskRun(
+            dag_id="meshbench_local_envoy-mtls",
+            run_id="manual__1",
+            task_id=task_id,
+            benchmark_date=date(2026, 1, 2),
+            task_states=lambda: dict(states),
+        )
+        Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
+        states[task_id] = "success"
+
+    step("create_clusters", "create_clusters")
+    step("prepare_pair", "prepare_pair")
+    for name in ITERATION_STEPS:
+        step(iteration_task_id(1, name), name, 1)
+    states.pop(iteration_task_id(1, "uninstall_mesh"))
+    # Marked failed by hand: Airflow skips iteration 2's pending tasks, teardowns still run.
+    for name in ITERATION_STEPS[:-1]:
+        states[iteration_task_id(2, name)] = "skipped"
+    with pytest.raises(StepSkipped):  # the mesh was never installed in iteration 2
+        step(iteration_task_id(2, "uninstall_mesh"), "uninstall_mesh", 2)
+    step("delete_clusters", "delete_clusters")
+    with pytest.raises(RunStoppedFromOutside, match=r"iteration_02.install_mesh \(skipped\)"):
+        step("load_results", "load_results")
+    rows = [r for r in measurements(clean_results) if r.phase == "measured"]
+    assert [(r.iteration, r.positive) for r in rows] == [
+        (1, True),
+        (1, True),
+        (2, False),
+        (2, False),
+    ]
+    with clean_results.connect() as connection:
+        state, stopped = connection.execute(
+            text("SELECT state, settings->'stopped_from_outside' FROM run")
+        ).one()
+    assert state == "failed"
+    assert stopped[iteration_task_id(2, "measure")] == "skipped"
 
 
 def test_retried_measure_adopts_runs_already_kept(config, clean_results, monkeypatch, tmp_path):

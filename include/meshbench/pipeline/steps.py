@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -47,6 +48,7 @@ ITERATION_STEPS = (
     "measure",
     "uninstall_mesh",
 )
+TEARDOWN_STEPS = ("uninstall_mesh", "delete_clusters", "load_results")
 PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
 # Steps that find out first that the results database is not migrated: before anything is
 # measured, and before loading.
@@ -63,6 +65,11 @@ class StepSkipped(Exception):
 
 class TooFewPositives(Exception):
     """The run recorded fewer positive measured runs than ``min_positive``."""
+
+
+class RunStoppedFromOutside(Exception):
+    """Airflow ended tasks of the run that the pipeline did not end: the run was marked
+    failed by hand (running tasks fail, pending ones are skipped) or a worker was lost."""
 
 
 class StepRescheduled(Exception):
@@ -89,6 +96,8 @@ class TaskRun:
     try_number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     purpose: str = "manual"  # scheduled, backfill, manual or test (see results.models)
+    # The states Airflow holds for the run's tasks, teardowns left out (None outside Airflow).
+    task_states: Callable[[], dict[str, str]] | None = field(default=None, compare=False)
 
 
 def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
@@ -177,6 +186,9 @@ class Pipeline:
     def _failure_file(self, task_id: str):
         return self.run_dir / "failures" / f"{task_id}.json"
 
+    def _skip_file(self, task_id: str):
+        return self.run_dir / "skipped" / f"{task_id}.json"
+
     def _artifact(self, iteration: int, phase: str, run_index: int):
         return self.run_dir / iteration_group(iteration) / f"{phase}-{run_index:02d}.json"
 
@@ -209,7 +221,13 @@ class Pipeline:
             if injected in (task_id, f"{task_id}@{self.task.attempt}"):
                 raise StepFailed(f"failure injected at {task_id} (${INJECT_FAILURE_ENV_VAR})")
             result = getattr(self, f"_{step}")(iteration) or {}
-        except (StepSkipped, StepRescheduled, TooFewPositives):
+        except StepSkipped as exc:
+            # Recorded so that a skip of Airflow's own (a run marked failed) stands out.
+            self.store.write_json(
+                self._skip_file(task_id), {"task_id": task_id, "reason": str(exc), "at": now_iso()}
+            )
+            raise
+        except (StepRescheduled, TooFewPositives, RunStoppedFromOutside):
             raise
         except Exception as exc:
             self.store.write_json(
@@ -256,7 +274,16 @@ class Pipeline:
         if not self._holds_machine():
             return
         if step != "create_clusters":
-            lease.renew(self.lease_owner)
+            if lease.renew(self.lease_owner) or step in TEARDOWN_STEPS:
+                return
+            holder = lease.current()
+            if holder is not None:
+                # A paused (or stalled) run lost the machine; another run reaped what it left.
+                raise StepFailed(
+                    f"this run no longer holds the machine: {holder.owner} took it over after "
+                    "this run went silent (paused, or its tasks stopped); what this run had "
+                    "started was reaped, so its remaining steps cannot measure"
+                )
             return
         taken, holder = lease.acquire(
             self.lease_owner, self.ctx.resource_prefix, self._lease_stale_after()
@@ -446,6 +473,14 @@ class AttemptFolders:
             decided |= ran
         return found
 
+    def ended_by_pipeline(self) -> set[str]:
+        """Tasks that the pipeline itself finished, failed or skipped, in any attempt."""
+        ended: set[str] = set()
+        for _, folder in self.folders:
+            for kind in ("steps", "failures", "skipped"):
+                ended |= self._names(folder, kind)
+        return ended
+
     def step(self, task_id: str) -> dict[str, Any] | None:
         for _, folder in self.folders:
             path = folder / "steps" / f"{task_id}.json"
@@ -541,6 +576,22 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
     return records
 
 
+def stopped_from_outside(pipeline: Pipeline) -> dict[str, str]:
+    """The run's tasks that Airflow failed or skipped without the pipeline ending them.
+
+    Marking a DAG run failed fails its running task and skips the pending ones, then lets
+    the teardowns (the load included) run: without this check the run would end green.
+    """
+    if pipeline.task.task_states is None:
+        return {}
+    ended = AttemptFolders(pipeline).ended_by_pipeline()
+    return {
+        task_id: state
+        for task_id, state in sorted(pipeline.task.task_states().items())
+        if state in ("failed", "skipped") and task_id not in ended
+    }
+
+
 def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     """Load the run into Postgres; TooFewPositives when below ``min_positive``."""
     ctx = pipeline.ctx
@@ -555,6 +606,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     except Exception as exc:
         info = {"run_info_error": _reason(exc)}
     failures = folders.all_failures()
+    stopped = stopped_from_outside(pipeline)
     settings = {
         "backend": info,
         "clusters": (created or {}).get("result", {}),
@@ -566,6 +618,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "teardown": (deleted or {}).get("result") or {},
         "artifacts": str(measuring_folder),
         "loaded_by_attempt": task.attempt,
+        "stopped_from_outside": stopped,
     }
     measured_positive = 0
     run = RunRecord(
@@ -600,7 +653,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
             ),
             {"run": report.run_id},
         ).scalar_one()
-    passed = measured_positive >= ctx.load.min_positive
+    passed = measured_positive >= ctx.load.min_positive and not stopped
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE run SET state = :state WHERE id = :run"),
@@ -617,6 +670,13 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "min_positive": ctx.load.min_positive,
         "negatives": report.negatives,
     }
+    if stopped:
+        raise RunStoppedFromOutside(
+            f"the run was stopped from outside (marked failed by hand, or a worker was lost): "
+            f"Airflow ended {', '.join(f'{t} ({s})' for t, s in stopped.items())} without the "
+            f"pipeline; the {measured_positive} positive measured run(s) it made are loaded "
+            "and the run is recorded as failed"
+        )
     if not passed:
         raise TooFewPositives(
             f"{measured_positive} positive measured run(s), fewer than min_positive "
