@@ -148,6 +148,26 @@ def run_pipeline_step(
     return result
 
 
+class BenchmarkStepOperator(PythonOperator):
+    """A benchmark task that records it was killed from outside (a run marked failed, a
+    worker shutting down), so that the load can tell such a failure from the step's own."""
+
+    def execute(self, context: Any) -> Any:
+        self._meshbench_context = context
+        return super().execute(context)
+
+    def on_kill(self) -> None:
+        context = getattr(self, "_meshbench_context", None)
+        if context is None:
+            return
+        try:
+            from meshbench.pipeline.steps import record_stopped
+
+            record_stopped(load_config(), _task_run(context))
+        except Exception as exc:  # the kill must go on
+            log.warning("could not record that %s was stopped: %s", self.task_id, exc)
+
+
 # ------------------------------------------------------------------ documents
 
 
@@ -273,7 +293,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         default_args["queue"] = queue
 
     def step(task_id: str, name: str, iteration: int | None = None, **kwargs: Any):
-        return PythonOperator(
+        return BenchmarkStepOperator(
             task_id=task_id,
             python_callable=run_pipeline_step,
             op_kwargs={

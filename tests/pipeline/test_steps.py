@@ -16,6 +16,7 @@ from meshbench.pipeline.steps import (
     TooFewPositives,
     effective_load,
     iteration_task_id,
+    record_stopped,
 )
 from tests.pipeline.replay_backend import ReplayBackend
 
@@ -189,6 +190,12 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     for name in ITERATION_STEPS:
         step(iteration_task_id(1, name), name, 1)
     states.pop(iteration_task_id(1, "uninstall_mesh"))
+    # Airflow killed the measure at its very end (on_kill records it): a failure from outside.
+    measure_1 = iteration_task_id(1, "measure")
+    record_stopped(
+        config, TaskRun("meshbench_local_envoy-mtls", "manual__1", measure_1, date(2026, 1, 2))
+    )
+    states[measure_1] = "failed"
     # Marked failed by hand: Airflow skips iteration 2's pending tasks, teardowns still run.
     for name in ITERATION_STEPS[:-1]:
         states[iteration_task_id(2, name)] = "skipped"
@@ -210,6 +217,7 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
         ).one()
     assert state == "failed"
     assert stopped[iteration_task_id(2, "measure")] == "skipped"
+    assert stopped[measure_1] == "failed"
 
 
 def test_retried_measure_adopts_runs_already_kept(config, clean_results, monkeypatch, tmp_path):

@@ -481,6 +481,10 @@ class AttemptFolders:
                 ended |= self._names(folder, kind)
         return ended
 
+    def stopped(self) -> set[str]:
+        """Tasks that Airflow killed (``on_kill``) in any attempt."""
+        return set().union(*(self._names(folder, "stopped") for _, folder in self.folders))
+
     def step(self, task_id: str) -> dict[str, Any] | None:
         for _, folder in self.folders:
             path = folder / "steps" / f"{task_id}.json"
@@ -576,6 +580,17 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
     return records
 
 
+def record_stopped(config: BenchmarkConfig, task: TaskRun) -> None:
+    """Mark ``task`` as killed from outside; its own failure record may follow it."""
+    store = ArtifactStore(config)
+    marker = (
+        store.run_dir(task.dag_id, task.run_id, task.attempt) / "stopped" / f"{task.task_id}.json"
+    )
+    store.write_json(
+        marker, {"task_id": task.task_id, "try_number": task.try_number, "at": now_iso()}
+    )
+
+
 def stopped_from_outside(pipeline: Pipeline) -> dict[str, str]:
     """The run's tasks that Airflow failed or skipped without the pipeline ending them.
 
@@ -584,11 +599,13 @@ def stopped_from_outside(pipeline: Pipeline) -> dict[str, str]:
     """
     if pipeline.task.task_states is None:
         return {}
-    ended = AttemptFolders(pipeline).ended_by_pipeline()
+    folders = AttemptFolders(pipeline)
+    ended = folders.ended_by_pipeline()
+    killed = folders.stopped()
     return {
         task_id: state
         for task_id, state in sorted(pipeline.task.task_states().items())
-        if state in ("failed", "skipped") and task_id not in ended
+        if state in ("failed", "skipped") and (task_id not in ended or task_id in killed)
     }
 
 
