@@ -21,6 +21,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from meshbench.config import DEFAULT_CONFIG_PATH
+from meshbench.pipeline.artifacts import safe_name
 from tests.e2e.conftest import E2E_PROFILES, free_port, namespaces_with
 
 pytestmark = [pytest.mark.airflow, pytest.mark.netns, pytest.mark.postgres, pytest.mark.slow]
@@ -55,8 +56,8 @@ class Api:
     def runs(self) -> list[dict]:
         return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=50")[1]["dag_runs"]
 
-    def clear_load(self, run_id: str, log: Path) -> None:
-        """Clear a failed load_results (a new attempt of the DAG run) and wait for success."""
+    def clear_load(self, run_id: str, log: Path, until: tuple[str, ...] = ("success",)) -> None:
+        """Clear a failed load_results (a new attempt of the DAG run) and wait for its end."""
         status, body = self.call(
             "POST",
             f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
@@ -69,7 +70,8 @@ class Api:
             },
         )
         assert status == 200, body
-        self.wait_for(run_id, ("success",), log)
+        time.sleep(5)  # the cleared run leaves its old state
+        self.wait_for(run_id, until, log)
 
     def wait_for(self, run_id_or_type: str, states: tuple[str, ...], log: Path) -> dict:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -217,6 +219,46 @@ def test_make_ui_path_from_a_clean_state(tmp_path_factory) -> None:
             )
         assert [tuple(r) for r in standing] == [("scheduled", True), ("manual", False)]
         assert compared == ["q6000-c1-d1s"]
+
+        # A run marked failed by hand while it measures: teardowns run, what it measured is
+        # loaded, and it ends failed, also after a clear of its load.
+        status, stopped = api.call(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {
+                "logical_date": datetime.now(UTC).isoformat(),
+                "conf": {"runs_per_iteration": 6, "duration": "4s"},
+            },
+        )
+        assert status == 200, stopped
+        run_id = stopped["dag_run_id"]
+        first = (
+            (state / "artifacts" / "runs" / safe_name(DAG_ID) / safe_name(run_id) / "attempt-01")
+            / "iteration_01"
+            / "measured-01.json"
+        )
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not first.exists():  # the first of its measured runs is kept
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(1)
+        status, body = api.call(
+            "PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"}
+        )
+        assert status == 200, body
+        api.wait_for(run_id, ("failed",), log)
+        time.sleep(10)  # a late success would show here
+        assert next(r for r in api.runs() if r["dag_run_id"] == run_id)["state"] == "failed"
+        api.clear_load(run_id, log, until=("failed",))
+        rows = wait_for_rows(
+            results,
+            "SELECT r.state, r.settings->'stopped_from_outside', count(*) FILTER (WHERE m.positive) "
+            "FROM run r JOIN measurement m ON m.run_id = r.id WHERE r.dag_run_id = :run "
+            "AND m.phase = 'measured' GROUP BY 1, 2",
+            run=run_id,
+        )
+        [(run_state, stopped_tasks, positives)] = rows
+        assert run_state == "failed" and "iteration_01.measure" in stopped_tasks, rows
+        assert positives >= 1, "the runs measured before the stop are kept"
         results.dispose()
     finally:
         if ui.poll() is None:
