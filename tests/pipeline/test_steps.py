@@ -9,6 +9,7 @@ from meshbench.config import LoadProfile
 from meshbench.pipeline.steps import (
     INJECT_FAILURE_ENV_VAR,
     ITERATION_STEPS,
+    TEARDOWN_STEPS,
     Pipeline,
     RunStoppedFromOutside,
     StepSkipped,
@@ -23,12 +24,20 @@ from tests.pipeline.replay_backend import ReplayBackend
 pytestmark = pytest.mark.postgres
 
 
-TEARDOWNS = ("uninstall_mesh", "delete_clusters", "load_results")
+def task_run(task_id: str, **fields) -> TaskRun:
+    """A task of the test DAG run ``manual__1`` of meshbench_local_envoy-mtls."""
+    return TaskRun(
+        dag_id="meshbench_local_envoy-mtls",
+        run_id="manual__1",
+        task_id=task_id,
+        benchmark_date=date(2026, 1, 2),
+        **fields,
+    )
 
 
 def airflow_states(outcomes: dict[str, str]) -> dict[str, str]:
     """What Airflow would report for the run's tasks, teardowns left out."""
-    return {t: s for t, s in outcomes.items() if t.rsplit(".", 1)[-1] not in TEARDOWNS}
+    return {t: s for t, s in outcomes.items() if t.rsplit(".", 1)[-1] not in TEARDOWN_STEPS}
 
 
 def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, purpose="manual"):
@@ -175,13 +184,7 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     states: dict[str, str] = {}
 
     def step(task_id, name, iteration=None):
-        task = TaskRun(
-            dag_id="meshbench_local_envoy-mtls",
-            run_id="manual__1",
-            task_id=task_id,
-            benchmark_date=date(2026, 1, 2),
-            task_states=lambda: dict(states),
-        )
+        task = task_run(task_id, task_states=lambda: dict(states))
         Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
         states[task_id] = "success"
 
@@ -192,9 +195,7 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     states.pop(iteration_task_id(1, "uninstall_mesh"))
     # Airflow killed the measure at its very end (on_kill records it): a failure from outside.
     measure_1 = iteration_task_id(1, "measure")
-    record_stopped(
-        config, TaskRun("meshbench_local_envoy-mtls", "manual__1", measure_1, date(2026, 1, 2))
-    )
+    record_stopped(config, task_run(measure_1))
     states[measure_1] = "failed"
     # Marked failed by hand: Airflow skips iteration 2's pending tasks, teardowns still run.
     for name in ITERATION_STEPS[:-1]:
@@ -368,13 +369,7 @@ def test_a_re_measured_iteration_replaces_only_itself(config, clean_results, mon
     again = ReplayBackend(config)
 
     def run(task_id, name, iteration=None):
-        task = TaskRun(
-            dag_id="meshbench_local_envoy-mtls",
-            run_id="manual__1",
-            task_id=task_id,
-            benchmark_date=date(2026, 1, 2),
-            attempt=2,
-        )
+        task = task_run(task_id, attempt=2)
         Pipeline(lenient, "local", "envoy-mtls", task, backend=again).run(name, iteration)
 
     run("create_clusters", "create_clusters")

@@ -158,6 +158,11 @@ def _reason(exc: BaseException) -> str:
     return text_[:MAX_REASON_LENGTH]
 
 
+def task_record(run_dir, kind: str, task_id: str):
+    """Where a task's record of ``kind`` (steps, failures, skipped, stopped) is kept."""
+    return run_dir / kind / f"{task_id}.json"
+
+
 class Pipeline:
     """The steps of one environment × mesh DAG run."""
 
@@ -181,13 +186,13 @@ class Pipeline:
     # -------------------------------------------------------------- bookkeeping
 
     def _step_file(self, task_id: str):
-        return self.run_dir / "steps" / f"{task_id}.json"
+        return task_record(self.run_dir, "steps", task_id)
 
     def _failure_file(self, task_id: str):
-        return self.run_dir / "failures" / f"{task_id}.json"
+        return task_record(self.run_dir, "failures", task_id)
 
     def _skip_file(self, task_id: str):
-        return self.run_dir / "skipped" / f"{task_id}.json"
+        return task_record(self.run_dir, "skipped", task_id)
 
     def _artifact(self, iteration: int, phase: str, run_index: int):
         return self.run_dir / iteration_group(iteration) / f"{phase}-{run_index:02d}.json"
@@ -583,15 +588,14 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
 def record_stopped(config: BenchmarkConfig, task: TaskRun) -> None:
     """Mark ``task`` as killed from outside; its own failure record may follow it."""
     store = ArtifactStore(config)
-    marker = (
-        store.run_dir(task.dag_id, task.run_id, task.attempt) / "stopped" / f"{task.task_id}.json"
-    )
+    run_dir = store.run_dir(task.dag_id, task.run_id, task.attempt)
     store.write_json(
-        marker, {"task_id": task.task_id, "try_number": task.try_number, "at": now_iso()}
+        task_record(run_dir, "stopped", task.task_id),
+        {"task_id": task.task_id, "try_number": task.try_number, "at": now_iso()},
     )
 
 
-def stopped_from_outside(pipeline: Pipeline) -> dict[str, str]:
+def stopped_from_outside(pipeline: Pipeline, folders: AttemptFolders) -> dict[str, str]:
     """The run's tasks that Airflow failed or skipped without the pipeline ending them.
 
     Marking a DAG run failed fails its running task and skips the pending ones, then lets
@@ -599,7 +603,6 @@ def stopped_from_outside(pipeline: Pipeline) -> dict[str, str]:
     """
     if pipeline.task.task_states is None:
         return {}
-    folders = AttemptFolders(pipeline)
     ended = folders.ended_by_pipeline()
     killed = folders.stopped()
     return {
@@ -623,7 +626,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     except Exception as exc:
         info = {"run_info_error": _reason(exc)}
     failures = folders.all_failures()
-    stopped = stopped_from_outside(pipeline)
+    stopped = stopped_from_outside(pipeline, folders)
     settings = {
         "backend": info,
         "clusters": (created or {}).get("result", {}),
