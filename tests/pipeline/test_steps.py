@@ -140,6 +140,8 @@ def test_failed_install_makes_its_iteration_negative_and_the_next_runs(
     outcomes, failure = drive(config2, backend, clean_results, monkeypatch)
     assert failure is None
     assert outcomes["iteration_01.install_mesh"] == "failed"
+    # The pipeline's own failure (and the skips it made) do not count as a stop.
+    assert outcomes["load_results"] == "success"
     assert outcomes["iteration_01.uninstall_mesh"] == "success"  # teardown ran
     assert "uninstall_mesh:1" in backend.calls and "delete_clusters" in backend.calls
     rows = [r for r in measurements(clean_results) if r.phase == "measured"]
@@ -197,6 +199,9 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     measure_1 = iteration_task_id(1, "measure")
     record_stopped(config, task_run(measure_1))
     states[measure_1] = "failed"
+    # Airflow failed the warm-up after the pipeline had finished it: from outside as well.
+    warmup_1 = iteration_task_id(1, "warmup")
+    states[warmup_1] = "failed"
     # Marked failed by hand: Airflow skips iteration 2's pending tasks, teardowns still run.
     for name in ITERATION_STEPS[:-1]:
         states[iteration_task_id(2, name)] = "skipped"
@@ -218,7 +223,8 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
         ).one()
     assert state == "failed"
     assert stopped[iteration_task_id(2, "measure")] == "skipped"
-    assert stopped[measure_1] == "failed"
+    assert stopped[measure_1] == "failed" and stopped[warmup_1] == "failed"
+    assert iteration_task_id(1, "install_mesh") not in stopped
 
 
 def test_retried_measure_adopts_runs_already_kept(config, clean_results, monkeypatch, tmp_path):

@@ -478,17 +478,9 @@ class AttemptFolders:
             decided |= ran
         return found
 
-    def ended_by_pipeline(self) -> set[str]:
-        """Tasks that the pipeline itself finished, failed or skipped, in any attempt."""
-        ended: set[str] = set()
-        for _, folder in self.folders:
-            for kind in ("steps", "failures", "skipped"):
-                ended |= self._names(folder, kind)
-        return ended
-
-    def stopped(self) -> set[str]:
-        """Tasks that Airflow killed (``on_kill``) in any attempt."""
-        return set().union(*(self._names(folder, "stopped") for _, folder in self.folders))
+    def recorded(self, kind: str) -> set[str]:
+        """Tasks with a record of ``kind`` (see ``task_record``) in any attempt."""
+        return set().union(*(self._names(folder, kind) for _, folder in self.folders))
 
     def step(self, task_id: str) -> dict[str, Any] | None:
         for _, folder in self.folders:
@@ -596,19 +588,23 @@ def record_stopped(config: BenchmarkConfig, task: TaskRun) -> None:
 
 
 def stopped_from_outside(pipeline: Pipeline, folders: AttemptFolders) -> dict[str, str]:
-    """The run's tasks that Airflow failed or skipped without the pipeline ending them.
+    """The run's tasks that Airflow failed or skipped without the pipeline doing so.
 
     Marking a DAG run failed fails its running task and skips the pending ones, then lets
     the teardowns (the load included) run: without this check the run would end green.
+    The running task may still finish its step before Airflow kills it, or record its
+    own failure as it dies (``on_kill`` marks that), so only the pipeline's own failure
+    and skip records clear a task.
     """
     if pipeline.task.task_states is None:
         return {}
-    ended = folders.ended_by_pipeline()
-    killed = folders.stopped()
+    failed_by_pipeline = folders.recorded("failures") - folders.recorded("stopped")
+    skipped_by_pipeline = folders.recorded("skipped")
     return {
         task_id: state
         for task_id, state in sorted(pipeline.task.task_states().items())
-        if state in ("failed", "skipped") and (task_id not in ended or task_id in killed)
+        if (state == "failed" and task_id not in failed_by_pipeline)
+        or (state == "skipped" and task_id not in skipped_by_pipeline)
     }
 
 
