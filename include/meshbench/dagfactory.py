@@ -39,7 +39,7 @@ from meshbench.config import (
     format_duration,
     load_config,
 )
-from meshbench.pipeline.steps import ITERATION_STEPS
+from meshbench.pipeline.steps import ITERATION_STEPS, AirflowTask
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,20 @@ def _task_run(context: dict[str, Any]):
     )
 
 
-def _task_states(context: dict[str, Any]) -> dict[str, str]:
-    """Airflow's states of the DAG run's tasks, teardowns left out (they are never ended by
-    marking the run failed)."""
+def _task_states(context: dict[str, Any]) -> dict[str, AirflowTask]:
+    """Airflow's states of the DAG run's tasks, with each task's upstream and whether it is
+    a teardown (teardowns are never ended by marking the run failed)."""
     dag_run = context["dag_run"]
     states = context["ti"].get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
     dag = context["dag"]
     return {
-        task_id: str(state)
+        task_id: AirflowTask(
+            state=None if state is None else str(state),
+            upstream=frozenset(dag.task_dict[task_id].upstream_task_ids),
+            teardown=dag.task_dict[task_id].is_teardown,
+        )
         for task_id, state in (states.get(dag_run.run_id) or {}).items()
-        if state is not None and task_id in dag.task_dict and not dag.task_dict[task_id].is_teardown
+        if task_id in dag.task_dict
     }
 
 

@@ -6,10 +6,11 @@ import pytest
 from sqlalchemy import text
 
 from meshbench.config import LoadProfile
+from meshbench.dagfactory import build_benchmark_dag
 from meshbench.pipeline.steps import (
     INJECT_FAILURE_ENV_VAR,
     ITERATION_STEPS,
-    TEARDOWN_STEPS,
+    AirflowTask,
     Pipeline,
     RunStoppedFromOutside,
     StepSkipped,
@@ -35,12 +36,31 @@ def task_run(task_id: str, **fields) -> TaskRun:
     )
 
 
-def airflow_states(outcomes: dict[str, str]) -> dict[str, str]:
-    """What Airflow would report for the run's tasks, teardowns left out."""
-    return {t: s for t, s in outcomes.items() if t.rsplit(".", 1)[-1] not in TEARDOWN_STEPS}
+def dag_shape(config) -> dict[str, tuple[frozenset[str], bool]]:
+    """Each task of the local envoy-mtls DAG: its upstream and whether it is a teardown."""
+    dag = build_benchmark_dag(config, "local", "envoy-mtls")
+    return {
+        task_id: (frozenset(task.upstream_task_ids), task.is_teardown)
+        for task_id, task in dag.task_dict.items()
+    }
 
 
-def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, purpose="manual"):
+def airflow_states(config, outcomes: dict[str, str]) -> dict[str, AirflowTask]:
+    """What Airflow would report for the run's tasks, placed in the real DAG."""
+    shape = dag_shape(config)
+    return {t: AirflowTask(s, *shape[t]) for t, s in outcomes.items()}
+
+
+def drive(
+    config,
+    backend,
+    engine,
+    monkeypatch,
+    run_id="manual__1",
+    attempt=1,
+    purpose="manual",
+    params=None,
+):
     """Run the steps in DAG order, the way Airflow's trigger rules would."""
     monkeypatch.setattr("meshbench.results.db.get_engine", lambda: engine)
     outcomes = {}
@@ -53,35 +73,38 @@ def drive(config, backend, engine, monkeypatch, run_id="manual__1", attempt=1, p
             benchmark_date=date(2026, 1, 2),
             attempt=attempt,
             purpose=purpose,
+            params=params or {},
             # The load checks Airflow's states: the pipeline's own skips must not count.
-            task_states=lambda: airflow_states(outcomes),
+            task_states=lambda: airflow_states(config, outcomes),
         )
         return Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
 
-    def attempt_step(task_id, name, iteration=None, upstream_ok=True):
-        if not upstream_ok:
+    def attempt_step(task_id, name, iteration=None, upstream="success"):
+        # All-success tasks: the scheduler passes a skip on and fails below a failure.
+        if upstream == "skipped":
+            outcomes[task_id] = "skipped"
+            return outcomes[task_id]
+        if upstream != "success":
             outcomes[task_id] = "upstream_failed"
-            return False
+            return outcomes[task_id]
         try:
             step(task_id, name, iteration)
             outcomes[task_id] = "success"
-            return True
         except StepSkipped:
             outcomes[task_id] = "skipped"
-            return False
         except TooFewPositives:
             outcomes[task_id] = "failed"
             raise
         except Exception:
             outcomes[task_id] = "failed"
-            return False
+        return outcomes[task_id]
 
-    ok = attempt_step("create_clusters", "create_clusters")
-    attempt_step("prepare_pair", "prepare_pair", upstream_ok=ok)
+    created = attempt_step("create_clusters", "create_clusters")
+    attempt_step("prepare_pair", "prepare_pair", upstream=created)
     for iteration in (1, 2):
-        ok = True
+        state = "success"
         for name in ITERATION_STEPS[:-1]:
-            ok = attempt_step(iteration_task_id(iteration, name), name, iteration, upstream_ok=ok)
+            state = attempt_step(iteration_task_id(iteration, name), name, iteration, state)
         attempt_step(iteration_task_id(iteration, "uninstall_mesh"), "uninstall_mesh", iteration)
     attempt_step("delete_clusters", "delete_clusters")
     try:
@@ -186,7 +209,7 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     states: dict[str, str] = {}
 
     def step(task_id, name, iteration=None):
-        task = task_run(task_id, task_states=lambda: dict(states))
+        task = task_run(task_id, task_states=lambda: airflow_states(config, states))
         Pipeline(config, "local", "envoy-mtls", task, backend=backend).run(name, iteration)
         states[task_id] = "success"
 
@@ -194,7 +217,6 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
     step("prepare_pair", "prepare_pair")
     for name in ITERATION_STEPS:
         step(iteration_task_id(1, name), name, 1)
-    states.pop(iteration_task_id(1, "uninstall_mesh"))
     # Airflow killed the measure at its very end (on_kill records it): a failure from outside.
     measure_1 = iteration_task_id(1, "measure")
     record_stopped(config, task_run(measure_1))
@@ -207,6 +229,7 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
         states[iteration_task_id(2, name)] = "skipped"
     with pytest.raises(StepSkipped):  # the mesh was never installed in iteration 2
         step(iteration_task_id(2, "uninstall_mesh"), "uninstall_mesh", 2)
+    states[iteration_task_id(2, "uninstall_mesh")] = "skipped"
     step("delete_clusters", "delete_clusters")
     with pytest.raises(RunStoppedFromOutside, match=r"iteration_02.install_mesh \(skipped\)"):
         step("load_results", "load_results")
@@ -222,9 +245,29 @@ def test_a_run_marked_failed_by_hand_loads_what_it_measured_and_fails(
             text("SELECT state, settings->'stopped_from_outside' FROM run")
         ).one()
     assert state == "failed"
-    assert stopped[iteration_task_id(2, "measure")] == "skipped"
+    # The first of the skipped tasks names the stop; the scheduler passed it on to the rest.
+    assert stopped[iteration_task_id(2, "install_mesh")] == "skipped"
+    assert iteration_task_id(2, "measure") not in stopped
     assert stopped[measure_1] == "failed" and stopped[warmup_1] == "failed"
     assert iteration_task_id(1, "install_mesh") not in stopped
+
+
+def test_fewer_iterations_asked_for_is_not_a_stop_from_outside(
+    config, clean_results, monkeypatch
+) -> None:
+    """The pipeline skips the unplanned iteration's first step and the scheduler passes the
+    skip on to the rest of it, with no record of the pipeline's: the run still succeeds."""
+    outcomes, failure = drive(
+        config, ReplayBackend(config), clean_results, monkeypatch, params={"iterations": 1}
+    )
+    assert failure is None and outcomes["load_results"] == "success", outcomes
+    passed_on = [iteration_task_id(2, name) for name in ITERATION_STEPS[1:-1]]
+    assert {outcomes[t] for t in passed_on} == {"skipped"}
+    with clean_results.connect() as connection:
+        state, stopped = connection.execute(
+            text("SELECT state, settings->'stopped_from_outside' FROM run")
+        ).one()
+    assert (state, stopped) == ("success", {})
 
 
 def test_retried_measure_adopts_runs_already_kept(config, clean_results, monkeypatch, tmp_path):

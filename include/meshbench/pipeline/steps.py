@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
@@ -84,6 +84,14 @@ def iteration_task_id(iteration: int, step: str) -> str:
     return f"{iteration_group(iteration)}.{step}"
 
 
+class AirflowTask(NamedTuple):
+    """A task of the DAG run as Airflow holds it: its state and its place in the DAG."""
+
+    state: str | None
+    upstream: frozenset[str] = frozenset()
+    teardown: bool = False
+
+
 @dataclass(frozen=True)
 class TaskRun:
     """What a running task knows about itself, taken from the Airflow context."""
@@ -96,8 +104,8 @@ class TaskRun:
     try_number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     purpose: str = "manual"  # scheduled, backfill, manual or test (see results.models)
-    # The states Airflow holds for the run's tasks, teardowns left out (None outside Airflow).
-    task_states: Callable[[], dict[str, str]] | None = field(default=None, compare=False)
+    # What Airflow holds for the run's tasks (None outside Airflow).
+    task_states: Callable[[], dict[str, AirflowTask]] | None = field(default=None, compare=False)
 
 
 def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
@@ -598,13 +606,27 @@ def stopped_from_outside(pipeline: Pipeline, folders: AttemptFolders) -> dict[st
     """
     if pipeline.task.task_states is None:
         return {}
+    tasks = pipeline.task.task_states()
     failed_by_pipeline = folders.recorded("failures") - folders.recorded("stopped")
     skipped_by_pipeline = folders.recorded("skipped")
+
+    def skip_passed_on(task: AirflowTask) -> bool:
+        # The scheduler skips a task whose upstream was skipped (fewer iterations asked
+        # for): never the first skip of a run marked failed, whose upstream had ended.
+        return any(tasks[name].state == "skipped" for name in task.upstream if name in tasks)
+
     return {
-        task_id: state
-        for task_id, state in sorted(pipeline.task.task_states().items())
-        if (state == "failed" and task_id not in failed_by_pipeline)
-        or (state == "skipped" and task_id not in skipped_by_pipeline)
+        task_id: task.state
+        for task_id, task in sorted(tasks.items())
+        if not task.teardown
+        and (
+            (task.state == "failed" and task_id not in failed_by_pipeline)
+            or (
+                task.state == "skipped"
+                and task_id not in skipped_by_pipeline
+                and not skip_passed_on(task)
+            )
+        )
     }
 
 
