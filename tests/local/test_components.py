@@ -100,7 +100,7 @@ def test_loopback_topology_uses_loopback_outside_127_0() -> None:
         assert parsed.is_loopback
         assert parsed not in ipaddress.ip_network("127.0.0.0/16")
     assert plan.namespaces == []
-    assert plan.url("direct").startswith(f"http://{plan.server_address}:")
+    assert plan.direct_url.startswith(f"http://{plan.server_address}:")
     assert len(set(plan.ports.values())) == len(plan.ports)
 
 

@@ -58,7 +58,7 @@ def run_with_fault(
         assert state is not None
         record = state.processes[component]
         # nginx's own counter of answered requests, whatever path the load takes to it.
-        server = counters.first_hop(state.topology, "direct")
+        server = counters.nginx_first_hop(state.topology)
         start = server.read()
         assert start is not None, "nginx's stub_status answers before the run"
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from meshbench.cli import CommandError
 from meshbench.config import ConfigError, parse_duration
+from meshbench.local.meshes import LOCAL_MESHES
 
 log = logging.getLogger(__name__)
-
-LOCAL_MESHES = ("baseline", "envoy-mtls", "wireguard")
 
 
 def _duration(value: str) -> float:

@@ -1,7 +1,9 @@
 """The local environment's Backend: one method per DAG task, state in the run's folder.
 
 Every method finds what earlier ones made from the run's prefix (``mb-<slug>``) and the
-state file, never from memory: in Airflow each task is a process of its own.
+state file, never from memory: in Airflow each task is a process of its own. Each task
+runs ``LocalOp`` lists: the backend's own (namespaces, nginx, teardown) and those of the
+mesh's data plane (``meshbench.local.meshes``); the plan lists the same ops' steps.
 """
 
 from __future__ import annotations
@@ -16,27 +18,21 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from meshbench.backend import (
     PHASE_PAIRED_BASELINE,
+    PHASE_WARMUP,
     PHASES,
     Backend,
     MeasurementOutcome,
     Plan,
     RunContext,
+    Step,
     StepFailed,
 )
-from meshbench.config import BenchmarkConfig, ConfigError, LocalEnvironment
+from meshbench.config import BenchmarkConfig, LocalEnvironment
 from meshbench.loadgen import wrk as wrk_loadgen
-from meshbench.local import (
-    binaries,
-    counters,
-    envoy,
-    machine,
-    netns,
-    nginx,
-    pki,
-    probes,
-    processes,
-)
-from meshbench.local import wireguard as wg
+from meshbench.local import binaries, counters, machine, netns, nginx, probes, processes
+from meshbench.local.meshes import get_data_plane
+from meshbench.local.meshes.base import DIRECT, NotReady
+from meshbench.local.ops import LocalOp, run_ops
 from meshbench.local.plan import local_plan
 from meshbench.local.processes import ProcessRecord
 from meshbench.local.state import RunFolder, RunState, default_root, now_iso, this_process
@@ -44,42 +40,13 @@ from meshbench.local.topology import Topology, plan_topology
 
 log = logging.getLogger(__name__)
 
-LOCAL_MESHES = ("baseline", "envoy-mtls", "wireguard")
 PROBE_INTERVAL_SECONDS = 0.1
-
-DATA_PLANES = {
-    "direct": "client -> nginx (no mesh)",
-    "envoy-mtls": "client -> client sidecar Envoy (HTTP) -> gateway Envoy (SNI passthrough) -> "
-    "server sidecar Envoy (mutual TLS, HTTP) -> nginx",
-    "wireguard": "client -> WireGuard tunnel (wireguard-go, userspace) -> nginx",
-}
-# What each mesh needs besides nginx and wrk.
-MESH_PROGRAMS = {"baseline": (), "envoy-mtls": ("envoy",), "wireguard": ("wireguard-go", "wg")}
-COMPONENT_DESCRIPTIONS = {
-    "nginx": "nginx (server workload)",
-    "client-sidecar": envoy.CLIENT_SIDECAR.description,
-    "gateway": envoy.GATEWAY.description,
-    "server-sidecar": envoy.SERVER_SIDECAR.description,
-    "wireguard-client": "wireguard-go in the client cluster",
-    "wireguard-server": "wireguard-go in the server cluster",
-}
-MESH_COMPONENTS = {
-    "baseline": (),
-    "envoy-mtls": ("server-sidecar", "gateway", "client-sidecar"),
-    "wireguard": ("wireguard-server", "wireguard-client"),
-}
-
-
-class NotReady(Exception):
-    """A readiness check that has not passed yet; its message says what was seen."""
+WORKLOAD = "nginx"
+WORKLOAD_DESCRIPTION = "nginx (server workload)"
 
 
 def build_backend(config: BenchmarkConfig, mesh: str) -> LocalBackend:
     return LocalBackend(config, mesh)
-
-
-def describe(name: str) -> str:
-    return COMPONENT_DESCRIPTIONS.get(name, name)
 
 
 class LocalBackend(Backend):
@@ -87,21 +54,22 @@ class LocalBackend(Backend):
 
     def __init__(self, config: BenchmarkConfig, mesh: str, state_root: Path | None = None) -> None:
         super().__init__(config)
-        if mesh not in LOCAL_MESHES:
-            raise ConfigError(f"the local environment runs {', '.join(LOCAL_MESHES)}; not {mesh!r}")
+        self.plane = get_data_plane(mesh)
         self.mesh = mesh
         self.settings: LocalEnvironment = config.environments.local
         self.state_root = state_root or default_root()
         # True where one process runs the whole run (run_local): it is recorded as the
         # run's owner, so the run is reaped as soon as that process is gone.
         self.owned_by_this_process = False
+        # Every step this backend object started, in order (tests compare it with the plan).
+        self.executed_steps: list[Step] = []
 
     # ----------------------------------------------------------------- helpers
 
     def folder(self, ctx: RunContext) -> RunFolder:
         return RunFolder(self.state_root, ctx.resource_prefix)
 
-    def _state(self, ctx: RunContext) -> RunState:
+    def state(self, ctx: RunContext) -> RunState:
         state = self.folder(ctx).read()
         if state is None:
             raise StepFailed(
@@ -110,7 +78,8 @@ class LocalBackend(Backend):
             )
         return state
 
-    def _network_mode(self) -> str:
+    def network_mode(self) -> str:
+        """The mode a run gets: the setting, with ``auto`` resolved on this machine."""
         wanted = self.settings.network_mode
         if wanted == "loopback":
             return "loopback"
@@ -124,14 +93,18 @@ class LocalBackend(Backend):
         return "loopback"
 
     def _programs(self) -> list[str]:
-        return ["nginx", "wrk", *MESH_PROGRAMS[self.mesh]]
+        return [WORKLOAD, "wrk", *self.plane.programs]
 
-    def _iteration_dir(self, ctx: RunContext, iteration: int) -> Path:
+    def describe(self, name: str) -> str:
+        """A recorded process in words."""
+        return {WORKLOAD: WORKLOAD_DESCRIPTION, **self.plane.components}.get(name, name)
+
+    def iteration_dir(self, ctx: RunContext, iteration: int) -> Path:
         path = self.folder(ctx).path / f"iteration-{iteration:02d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _start(
+    def start(
         self,
         ctx: RunContext,
         name: str,
@@ -142,7 +115,7 @@ class LocalBackend(Backend):
     ) -> ProcessRecord:
         """Start a component unless this run's record says it is running (a retry)."""
         folder = self.folder(ctx)
-        state = self._state(ctx)
+        state = self.state(ctx)
         existing = state.processes.get(name)
         if existing is not None and existing.is_running():
             log.info("%s is running already (pid %s); adopting it", name, existing.pid)
@@ -161,7 +134,7 @@ class LocalBackend(Backend):
             current.record_process(record)
         return record
 
-    def _wait(self, what: str, check: Callable[[], Any], timeout: float | None = None) -> Any:
+    def wait(self, what: str, check: Callable[[], Any], timeout: float | None = None) -> Any:
         """Retry ``check`` until it passes; StepFailed names ``what`` and the last problem."""
         limit = self.settings.ready_timeout if timeout is None else timeout
         try:
@@ -177,32 +150,78 @@ class LocalBackend(Backend):
             raise StepFailed(f"{what} did not come up within {limit:g} s: {exc}") from None
         return None
 
-    def _require_running(self, record: ProcessRecord) -> None:
+    def require_running(self, record: ProcessRecord) -> None:
         if not record.is_running():
             tail = record.log_tail(600)
             raise StepFailed(
-                f"{describe(record.name)} (pid {record.pid}) is not running"
+                f"{self.describe(record.name)} (pid {record.pid}) is not running"
                 + (f"; its log ends with: {tail}" if tail else "")
             )
+
+    def _run(self, ops: Sequence[LocalOp]) -> dict[str, Any]:
+        return run_ops(ops, self.executed_steps)
 
     # ------------------------------------------------------------------- plan
 
     def plan(self, ctx: RunContext) -> Plan:
-        return local_plan(self.settings, self.mesh, ctx)
-
-    @staticmethod
-    def _path(mesh_or_phase: str) -> str:
-        return "direct" if mesh_or_phase == "baseline" else mesh_or_phase
+        return local_plan(self, ctx)
 
     # --------------------------------------------------------------- clusters
 
-    def create_clusters(self, ctx: RunContext) -> dict[str, Any]:
-        mode = self._network_mode()
-        if self.mesh == "wireguard" and mode != "netns":
-            raise StepFailed(
-                "the wireguard mesh needs network namespaces (root): its tunnel devices would "
-                "otherwise change this machine's own routing"
+    def cluster_ops(self, topology: Topology) -> list[LocalOp]:
+        if topology.network_mode != "netns":
+            # plan_topology chose the addresses and ports when the state was made.
+            step = Step(
+                "create_clusters",
+                "command",
+                "two loopback addresses",
+                f"{topology.client_address} and {topology.server_address}"
+                " with free ports chosen at creation",
             )
+            return [LocalOp(step, lambda: None)]
+        client_ns, server_ns = topology.namespace("client"), topology.namespace("server")
+        assert client_ns and server_ns
+        client_veth, server_veth = topology.veth("client"), topology.veth("server")
+        client_cidr = f"{topology.client_address}/{topology.underlay_prefix_length}"
+        server_cidr = f"{topology.server_address}/{topology.underlay_prefix_length}"
+
+        def connect() -> None:
+            netns.connect_with_veth(client_ns, client_veth, server_ns, server_veth)
+            netns.add_address(client_ns, client_veth, client_cidr)
+            netns.add_address(server_ns, server_veth, server_cidr)
+
+        return [
+            *(
+                LocalOp(
+                    Step(
+                        "create_clusters",
+                        "command",
+                        f"network namespace {namespace}",
+                        f"ip netns add {namespace}",
+                        cluster,
+                    ),
+                    lambda name=namespace: netns.create(name),
+                )
+                for cluster, namespace in (("client", client_ns), ("server", server_ns))
+            ),
+            LocalOp(
+                Step(
+                    "create_clusters",
+                    "command",
+                    "veth pair between the clusters",
+                    f"ip link add {client_veth} netns {client_ns} type veth "
+                    f"peer name {server_veth} netns {server_ns}\n"
+                    f"ip -n {client_ns} address add {client_cidr} dev {client_veth}\n"
+                    f"ip -n {server_ns} address add {server_cidr} dev {server_veth}",
+                ),
+                connect,
+            ),
+        ]
+
+    def create_clusters(self, ctx: RunContext) -> dict[str, Any]:
+        mode = self.network_mode()
+        if self.plane.needs_namespaces and mode != "netns":
+            raise StepFailed(self.plane.needs_namespaces)
         for program in self._programs():
             try:
                 binaries.find(program)
@@ -219,7 +238,7 @@ class LocalBackend(Backend):
         folder = self.folder(ctx)
         topology = plan_topology(
             ctx.resource_prefix,
-            mode,
+            mode,  # type: ignore[arg-type]
             self.settings.subnet,
             self.settings.cpu_placement,  # type: ignore[arg-type]
         )
@@ -235,25 +254,7 @@ class LocalBackend(Backend):
             )
         )
         topology = state.topology  # a retry keeps what the first try chose
-        if topology.network_mode == "netns":
-            client_ns = topology.namespace("client")
-            server_ns = topology.namespace("server")
-            assert client_ns and server_ns
-            netns.create(client_ns)
-            netns.create(server_ns)
-            netns.connect_with_veth(
-                client_ns, topology.veth("client"), server_ns, topology.veth("server")
-            )
-            netns.add_address(
-                client_ns,
-                topology.veth("client"),
-                f"{topology.client_address}/{topology.underlay_prefix_length}",
-            )
-            netns.add_address(
-                server_ns,
-                topology.veth("server"),
-                f"{topology.server_address}/{topology.underlay_prefix_length}",
-            )
+        self._run(self.cluster_ops(topology))
         with folder.update() as current:
             current.versions = {program: binaries.version(program) for program in self._programs()}
         return {
@@ -267,22 +268,16 @@ class LocalBackend(Backend):
         }
 
     def prepare_pair(self, ctx: RunContext) -> dict[str, Any]:
-        if self.mesh != "envoy-mtls":
-            return {}
-        self._ensure_ca(ctx)
-        return {"ca": "per-run CA, EC P-256", "trust_domain": pki.trust_domain(ctx.resource_prefix)}
+        return self._run(self.plane.prepare_pair_ops(self, ctx))
 
-    def _ensure_ca(self, ctx: RunContext) -> pki.Issued:
-        folder = self.folder(ctx)
-        certificate, key = folder.path / "ca.pem", folder.path / "ca-key.pem"
-        if certificate.exists() and key.exists():
-            return pki.Issued(certificate.read_bytes(), key.read_bytes())
-        ca = pki.make_ca(ctx.resource_prefix)
-        folder.write_private("ca-key.pem", ca.private_key_pem)
-        folder.file("ca.pem").write_bytes(ca.certificate_pem)
-        return ca
+    def delete_ops(self, ctx: RunContext) -> list[LocalOp]:
+        step = Step("delete_clusters", "command", "delete the namespaces and the run's state")
+        return [LocalOp(step, lambda: self._delete(ctx))]
 
     def delete_clusters(self, ctx: RunContext) -> None:
+        self._run(self.delete_ops(ctx))
+
+    def _delete(self, ctx: RunContext) -> None:
         folder = self.folder(ctx)
         state = folder.read()
         problems: list[str] = []
@@ -307,178 +302,31 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------- mesh
 
     def install_mesh(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
-        state = self._state(ctx)
+        topology = self.state(ctx).topology
         with self.folder(ctx).update() as current:
             current.installed_iteration = iteration
-        if self.mesh == "envoy-mtls":
-            return self._install_envoy(ctx, state.topology, iteration)
-        if self.mesh == "wireguard":
-            return self._install_wireguard(ctx, state.topology, iteration)
-        return {"mesh": "baseline", "data_plane": DATA_PLANES["direct"]}
-
-    def _install_envoy(self, ctx: RunContext, topology: Topology, iteration: int) -> dict[str, Any]:
-        folder = self.folder(ctx)
-        directory = self._iteration_dir(ctx, iteration)
-        ca = self._ensure_ca(ctx)
-        prefix = ctx.resource_prefix
-        client_identity = pki.spiffe_id(prefix, "client", "wrk")
-        server_identity = pki.spiffe_id(prefix, "server", "nginx")
-        issued_client = pki.issue_workload(ca, client_identity, [])
-        issued_server = pki.issue_workload(ca, server_identity, [envoy.sni(topology)])
-        relative = directory.relative_to(folder.path)
-        certificates = envoy.Certificates(
-            ca=folder.path / "ca.pem",
-            client_certificate=folder.file(str(relative), "client-sidecar.pem"),
-            client_key=folder.write_private(
-                f"{relative}/client-sidecar-key.pem", issued_client.private_key_pem
-            ),
-            server_certificate=folder.file(str(relative), "server-sidecar.pem"),
-            server_key=folder.write_private(
-                f"{relative}/server-sidecar-key.pem", issued_server.private_key_pem
-            ),
-            client_identity=client_identity,
-            server_identity=server_identity,
-        )
-        certificates.client_certificate.write_bytes(issued_client.certificate_pem)
-        certificates.server_certificate.write_bytes(issued_server.certificate_pem)
-        configs = {
-            envoy.SERVER_SIDECAR.name: envoy.server_sidecar_config(topology, certificates),
-            envoy.GATEWAY.name: envoy.gateway_config(topology),
-            envoy.CLIENT_SIDECAR.name: envoy.client_sidecar_config(topology, certificates),
-        }
-        binary = binaries.envoy_path()
-        started = {}
-        for role in envoy.ROLES:
-            config_path = envoy.write_config(directory / f"{role.name}.json", configs[role.name])
-            argv = envoy.command(binary, config_path, directory / f"{role.name}.log")
-            record = self._start(ctx, role.name, argv, role.cluster, directory / f"{role.name}.out")
-            started[role.name] = record.pid
+        outcome = self._run(self.plane.install_ops(self, ctx, topology, iteration))
+        started = self.state(ctx).processes
+        pids = {name: started[name].pid for name in self.plane.components if name in started}
         return {
-            "mesh": "envoy-mtls",
-            "data_plane": DATA_PLANES["envoy-mtls"],
-            "pids": started,
-            "sni": envoy.sni(topology),
-        }
-
-    def _install_wireguard(
-        self, ctx: RunContext, topology: Topology, iteration: int
-    ) -> dict[str, Any]:
-        folder = self.folder(ctx)
-        directory = self._iteration_dir(ctx, iteration)
-        relative = directory.relative_to(folder.path)
-        keys = {cluster: wg.generate_keypair() for cluster in ("client", "server")}
-        inner = {"client": topology.tunnel_client_address, "server": topology.tunnel_server_address}
-        outer = {"client": topology.client_address, "server": topology.server_address}
-        ports = {
-            "client": topology.ports["wireguard_client"],
-            "server": topology.ports["wireguard_server"],
-        }
-        started = {}
-        for cluster in ("server", "client"):
-            interface = topology.wireguard_interface(cluster)
-            record = self._start(
-                ctx,
-                f"wireguard-{cluster}",
-                wg.daemon_command(interface),
-                cluster,
-                directory / f"wireguard-{cluster}.log",
-                env=wg.DAEMON_ENVIRONMENT,
-            )
-            if not wg.wait_for_socket(interface, self.settings.ready_timeout):
-                self._require_running(record)
-                raise StepFailed(
-                    f"{describe(record.name)} created no control socket "
-                    f"{wg.socket_path(interface)} within "
-                    f"{self.settings.ready_timeout:g} s"
-                )
-            started[record.name] = record.pid
-        for cluster, peer in (("server", "client"), ("client", "server")):
-            namespace = topology.namespace(cluster)
-            assert namespace
-            key_file = folder.write_private(
-                f"{relative}/wireguard-{cluster}.key", keys[cluster][0].encode()
-            )
-            wg.configure(
-                namespace,
-                topology.wireguard_interface(cluster),
-                key_file,
-                ports[cluster],
-                peer_public_key=keys[peer][1],
-                peer_inner_address=inner[peer],
-                peer_endpoint=f"{outer[peer]}:{ports[peer]}",
-                inner_cidr=f"{inner[cluster]}/{topology.tunnel_prefix_length}",
-            )
-            key_file.unlink()  # wireguard-go holds the key now
-        return {
-            "mesh": "wireguard",
-            "data_plane": DATA_PLANES["wireguard"],
-            "pids": started,
-            "interfaces": [topology.wireguard_interface(c) for c in ("client", "server")],
+            "mesh": self.mesh,
+            "data_plane": self.plane.data_plane,
+            **({"pids": pids} if pids else {}),
+            **outcome,
         }
 
     def wait_mesh_ready(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
-        state = self._state(ctx)
-        topology = state.topology
-        if self.mesh == "envoy-mtls":
-            for role in envoy.ROLES:
-                record = state.processes.get(role.name)
-                if record is None:
-                    raise StepFailed(f"{role.description} was never started (install_mesh)")
-                self._wait(
-                    role.description, lambda r=role, p=record: self._envoy_ready(topology, r, p)
-                )
-            return {"ready": [role.description for role in envoy.ROLES]}
-        if self.mesh == "wireguard":
-            return self._wait_handshake(state)
-        return {}
+        topology = self.state(ctx).topology
+        return self._run(self.plane.ready_ops(self, ctx, topology, iteration))
 
-    def _envoy_ready(
-        self, topology: Topology, role: envoy.EnvoyRole, record: ProcessRecord
-    ) -> None:
-        self._require_running(record)
-        url = (
-            f"http://{topology.local_host(role.cluster)}:"
-            f"{topology.ports[role.admin_port_role]}/ready"
-        )
-        answer = probes.get(url, topology.namespace(role.cluster))
-        if answer.status != 200:
-            raise NotReady(
-                f"admin /ready answered {answer.status} "
-                f"{answer.body.decode(errors='replace').strip()}"
-            )
-
-    def _wait_handshake(self, state: RunState) -> dict[str, Any]:
-        topology = state.topology
-        client_ns = topology.namespace("client")
-        interface = topology.wireguard_interface("client")
-        assert client_ns
-        records = [
-            state.processes[f"wireguard-{c}"]
-            for c in ("server", "client")
-            if f"wireguard-{c}" in state.processes
-        ]
-        if len(records) != 2:
-            raise StepFailed("wireguard-go was never started in both clusters (install_mesh)")
-
-        def handshake() -> int:
-            for record in records:
-                self._require_running(record)
-            stamp = wg.latest_handshake(client_ns, interface)
-            if stamp == 0:
-                wg.send_handshake_trigger(client_ns, topology.tunnel_server_address)
-                raise NotReady(f"no handshake on {interface} yet")
-            return stamp
-
-        stamp = self._wait(
-            f"the WireGuard tunnel {interface} <-> {topology.wireguard_interface('server')}",
-            handshake,
-        )
-        return {
-            "handshake": stamp,
-            "interfaces": [interface, topology.wireguard_interface("server")],
-        }
+    def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[LocalOp]:
+        step = Step("uninstall_mesh", "process", "stop the recorded processes by pid")
+        return [LocalOp(step, lambda: self._uninstall(ctx, iteration))]
 
     def uninstall_mesh(self, ctx: RunContext, iteration: int) -> None:
+        self._run(self.uninstall_ops(ctx, iteration))
+
+    def _uninstall(self, ctx: RunContext, iteration: int) -> None:
         state = self.folder(ctx).read()
         if state is None:
             return
@@ -490,16 +338,10 @@ class LocalBackend(Backend):
             raise StepFailed("uninstall incomplete: " + "; ".join(problems))
 
     def _stop_all(self, ctx: RunContext, state: RunState) -> list[str]:
-        """Stop every recorded component (workload first); returns what could not be done."""
+        """Stop every recorded component (workload first, then the data plane in reverse
+        start order); returns what could not be done."""
         problems = []
-        order = [
-            "nginx",
-            "client-sidecar",
-            "gateway",
-            "server-sidecar",
-            "wireguard-client",
-            "wireguard-server",
-        ]
+        order = [WORKLOAD, *reversed(list(self.plane.components))]
         names = sorted(
             state.processes, key=lambda name: order.index(name) if name in order else len(order)
         )
@@ -514,72 +356,94 @@ class LocalBackend(Backend):
                 continue
             with self.folder(ctx).update() as current:
                 current.processes.pop(name, None)
-        for cluster in ("client", "server"):
-            # wireguard-go removes its socket on a clean exit, not when killed.
-            wg.socket_path(state.topology.wireguard_interface(cluster)).unlink(missing_ok=True)
+        self.plane.after_stop(state.topology)
         return problems
 
     # --------------------------------------------------------------- workloads
 
-    def deploy_workloads(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
-        state = self._state(ctx)
-        topology = state.topology
-        directory = self._iteration_dir(ctx, iteration)
-        (directory / "nginx-temp").mkdir(exist_ok=True)
-        config = nginx.render_config(
-            directory,
-            topology.nginx_listen,
-            f"{topology.local_host('server')}:{topology.ports['nginx_status']}",
+    def workload_ops(self, ctx: RunContext, topology: Topology, iteration: int) -> list[LocalOp]:
+        def start_nginx() -> dict[str, Any]:
+            directory = self.iteration_dir(ctx, iteration)
+            (directory / "nginx-temp").mkdir(exist_ok=True)
+            config = nginx.render_config(
+                directory,
+                topology.nginx_listen,
+                f"{topology.local_host('server')}:{topology.ports['nginx_status']}",
+            )
+            config_path = directory / "nginx.conf"
+            config_path.write_text(config)
+            argv = [
+                str(binaries.find("nginx")),
+                "-p",
+                str(directory),
+                "-c",
+                str(config_path),
+                "-e",
+                str(directory / "nginx-error.log"),
+            ]
+            record = self.start(ctx, WORKLOAD, argv, "server", directory / "nginx.out")
+            return {
+                "nginx": record.pid,
+                "listen": topology.nginx_listen,
+                "keepalive_requests": nginx.KEEPALIVE_REQUESTS,
+                "body_bytes": nginx.BODY_SIZE,
+            }
+
+        step = Step(
+            "deploy_workloads",
+            "process",
+            "nginx (generated config, access log off, "
+            f"keepalive_requests {nginx.KEEPALIVE_REQUESTS}, {nginx.BODY_SIZE}-byte body)",
+            f"nginx -c <nginx.conf>  # listens on {topology.nginx_listen}",
+            "server",
         )
-        config_path = directory / "nginx.conf"
-        config_path.write_text(config)
-        argv = [
-            str(binaries.find("nginx")),
-            "-p",
-            str(directory),
-            "-c",
-            str(config_path),
-            "-e",
-            str(directory / "nginx-error.log"),
-        ]
-        record = self._start(ctx, "nginx", argv, "server", directory / "nginx.out")
-        return {
-            "nginx": record.pid,
-            "listen": topology.nginx_listen,
-            "keepalive_requests": nginx.KEEPALIVE_REQUESTS,
-            "body_bytes": nginx.BODY_SIZE,
-        }
+        return [LocalOp(step, start_nginx)]
+
+    def deploy_workloads(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
+        return self._run(self.workload_ops(ctx, self.state(ctx).topology, iteration))
+
+    def workload_ready_ops(self, ctx: RunContext, topology: Topology) -> list[LocalOp]:
+        step = Step(
+            "wait_workloads_ready",
+            "http",
+            "nginx answers 200 directly and through the whole path",
+            self.plane.url(topology),
+        )
+        return [LocalOp(step, lambda: self._probe_paths(ctx))]
 
     def wait_workloads_ready(self, ctx: RunContext, iteration: int) -> dict[str, Any]:
-        state = self._state(ctx)
+        return self._run(self.workload_ready_ops(ctx, self.state(ctx).topology))
+
+    def _probe_paths(self, ctx: RunContext) -> dict[str, Any]:
+        state = self.state(ctx)
         topology = state.topology
         client_ns = topology.namespace("client")
-        record = state.processes.get("nginx")
+        record = state.processes.get(WORKLOAD)
         if record is None:
             raise StepFailed("nginx was never started (deploy_workloads)")
 
         def direct() -> None:
-            self._require_running(record)
-            self._expect_page(probes.get(topology.url("direct"), client_ns), "nginx")
+            self.require_running(record)
+            self._expect_page(probes.get(topology.direct_url, client_ns), "nginx")
 
-        self._wait(f"nginx at {topology.url('direct')}", direct)
-        ready = {"direct": topology.url("direct")}
-        if self.mesh != "baseline":
-            path_url = topology.url(self.mesh)
+        self.wait(f"nginx at {topology.direct_url}", direct)
+        ready = {DIRECT.path: topology.direct_url}
+        if self.plane.adds_path:
+            path_url = self.plane.url(topology)
 
             def through_mesh() -> None:
-                for name in MESH_COMPONENTS[self.mesh]:
+                for name in self.plane.components:
                     component = state.processes.get(name)
                     if component is None:
-                        raise StepFailed(f"{describe(name)} was never started (install_mesh)")
-                    self._require_running(component)
+                        raise StepFailed(f"{self.describe(name)} was never started (install_mesh)")
+                    self.require_running(component)
                 self._expect_page(probes.get(path_url, client_ns), f"the {self.mesh} path")
 
             try:
-                self._wait(f"the probe through the {self.mesh} path ({path_url})", through_mesh)
+                self.wait(f"the probe through the {self.mesh} path ({path_url})", through_mesh)
             except StepFailed as exc:
                 raise StepFailed(f"{exc}; {self._diagnose(state)}") from None
-            ready[self.mesh] = path_url
+            ready[self.plane.path] = path_url
         return {"probe": ready}
 
     @staticmethod
@@ -596,29 +460,38 @@ class LocalBackend(Backend):
 
     def _diagnose(self, state: RunState) -> str:
         """Which component of the path is not answering: the first one found is named."""
-        topology = state.topology
         findings = []
-        for name in MESH_COMPONENTS[self.mesh]:
+        for name in self.plane.components:
             record = state.processes.get(name)
             if record is None or not record.is_running():
-                findings.append(f"{describe(name)} is not running")
-        if self.mesh == "envoy-mtls":
-            for role in envoy.ROLES:
-                record = state.processes.get(role.name)
-                if record is None or not record.is_running():
-                    continue
-                try:
-                    self._envoy_ready(topology, role, record)
-                except (NotReady, OSError, StepFailed) as exc:
-                    findings.append(f"{role.description} is not ready ({exc})")
-        if self.mesh == "wireguard":
-            client_ns = topology.namespace("client")
-            interface = topology.wireguard_interface("client")
-            if client_ns and wg.latest_handshake(client_ns, interface) == 0:
-                findings.append(f"the WireGuard tunnel {interface} has no handshake")
+                findings.append(f"{self.describe(name)} is not running")
+        findings += self.plane.diagnose(self, state)
         return "; ".join(findings) if findings else "every component answers on its own"
 
     # ------------------------------------------------------------------- load
+
+    def measure_step(self, ctx: RunContext, topology: Topology, phase: str) -> Step:
+        """What one load-generator run of ``phase`` is, as planned and as recorded."""
+        if phase == PHASE_PAIRED_BASELINE:
+            return Step(
+                "measure",
+                "process",
+                "paired baseline: wrk on the direct path right before each mesh run",
+                f"wrk ... {topology.direct_url}",
+                "client",
+            )
+        warmup = phase == PHASE_WARMUP
+        duration = ctx.load.effective_warmup_duration if warmup else ctx.load.duration
+        return Step(
+            "measure",
+            "process",
+            "warm-up: wrk on the measured path, its result discarded"
+            if warmup
+            else "wrk back to back",
+            f"wrk --connections {ctx.load.connections} --duration "
+            f"{duration:g}s --script wrk_report.lua {self.plane.url(topology)}",
+            "client",
+        )
 
     def run_load(
         self, ctx: RunContext, iteration: int, phase: str, run_index: int
@@ -647,15 +520,15 @@ class LocalBackend(Backend):
     ) -> MeasurementOutcome:
         if phase not in PHASES:
             raise StepFailed(f"unknown phase {phase!r}")
-        state = self._state(ctx)
+        state = self.state(ctx)
         topology = state.topology
-        path = "direct" if phase == PHASE_PAIRED_BASELINE else self._path(self.mesh)
-        components = ["nginx"] + (list(MESH_COMPONENTS[self.mesh]) if path != "direct" else [])
+        self.executed_steps.append(self.measure_step(ctx, topology, phase))
+        plane = DIRECT if phase == PHASE_PAIRED_BASELINE else self.plane
         records = []
-        for name in components:
+        for name in [WORKLOAD, *plane.components]:
             record = state.processes.get(name)
             if record is None:
-                raise StepFailed(f"{describe(name)} is not deployed (its task did not run)")
+                raise StepFailed(f"{self.describe(name)} is not deployed (its task did not run)")
             records.append(record)
         duration = ctx.load.effective_warmup_duration if phase == "warmup" else ctx.load.duration
         client_cpus = topology.cpus.get("client")
@@ -663,7 +536,7 @@ class LocalBackend(Backend):
             ctx.load.connections, len(client_cpus) if client_cpus else os.cpu_count() or 1
         )
         settings = wrk_loadgen.WrkSettings(
-            url=topology.url(path),
+            url=plane.url(topology),
             connections=ctx.load.connections,
             duration_seconds=wrk_loadgen.whole_seconds(duration),
             threads=threads,
@@ -676,8 +549,8 @@ class LocalBackend(Backend):
         )
         context.update(
             {
-                "path": path,
-                "data_plane": DATA_PLANES[path],
+                "path": plane.path,
+                "data_plane": plane.data_plane,
                 "url": settings.url,
                 "network_mode": topology.network_mode,
                 "cpu_placement": topology.cpu_placement,
@@ -693,10 +566,10 @@ class LocalBackend(Backend):
             }
         )
         for record in records:
-            self._require_running(record)
+            self.require_running(record)
 
         self.folder(ctx).touch()  # a run being measured is active: the reaper spares it
-        hop = counters.first_hop(topology, path)
+        hop = plane.first_hop(topology)
         before = hop.read()
         cpu_before = sum(record.cpu_seconds() for record in records)
         machine_before = machine.MachineSample.take()
@@ -722,7 +595,7 @@ class LocalBackend(Backend):
         for record in dead:
             tail = record.log_tail(300)
             failures.append(
-                f"{describe(record.name)} (pid {record.pid}, {record.cluster} cluster) exited "
+                f"{self.describe(record.name)} (pid {record.pid}, {record.cluster} cluster) exited "
                 f"during the run" + (f"; its log ends with: {tail}" if tail else "")
             )
         if run.failure:
@@ -763,7 +636,7 @@ class LocalBackend(Backend):
         info: dict[str, Any] = {
             "environment": "local",
             "mesh": self.mesh,
-            "data_plane": DATA_PLANES[self._path(self.mesh)],
+            "data_plane": self.plane.data_plane,
             "emulation": "honest data-plane emulation on one machine; not Istio, Kuma or NSM",
             "load_generator": wrk_loadgen.LOAD_GENERATOR,
             "load_mode": wrk_loadgen.MODE,
@@ -776,13 +649,7 @@ class LocalBackend(Backend):
             },
             "protocol": "HTTP/1.1",
         }
-        if self.mesh == "envoy-mtls":
-            info["envoy"] = {
-                "concurrency": envoy.CONCURRENCY,
-                "tls": "mutual, per-run CA",
-                "l7": "HTTP at both sidecars",
-                "gateway": "SNI passthrough",
-            }
+        info.update(self.plane.run_info())
         what_ran = self._what_ran(state) if state is not None else folder.read_summary()
         if what_ran:
             info.update(what_ran)

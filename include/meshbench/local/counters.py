@@ -1,25 +1,24 @@
 """Counters of the first hop the load generator talks to, read before and after a run.
 
 They give the socket count (wrk has no connect hook) and an independent count of the
-answers, which checks wrk's own accounting: nginx's ``stub_status`` for the direct and
-tunnel paths, the client sidecar's HTTP counters for the Envoy path.
+answers, which checks wrk's own accounting: nginx's ``stub_status`` here; a data plane
+whose first hop is a proxy of its own reads that proxy's counters (see ``local.meshes``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from meshbench.local import envoy, nginx, probes
+from meshbench.local import nginx, probes
 from meshbench.local.topology import Topology
 
 log = logging.getLogger(__name__)
 
 # wrk connects once to every address it resolved before the run starts, to check it.
 WRK_ADDRESS_CHECKS = 1
-ENVOY_CONNECTIONS = "http.outbound.downstream_cx_total"
-ENVOY_ANSWERS_2XX = "http.outbound.downstream_rq_2xx"
 
 
 @dataclass(frozen=True)
@@ -34,23 +33,20 @@ class FirstHop:
 
     url: str
     namespace: str | None
-    kind: str  # "nginx" or "envoy"
     description: str
     answers_are: str  # what the answer counter counts
     own_connections_per_reading: int
     own_answers_per_reading: int
+    parse: Callable[[str], Reading]
+    # nginx counts every answer; a sidecar's 2xx counter leaves out answers of 400 or more.
+    counts_error_answers: bool = True
 
     def read(self) -> Reading | None:
         try:
             answer = probes.get(self.url, self.namespace)
             if answer.status != 200:
                 return None
-            text = answer.body.decode(errors="replace")
-            if self.kind == "nginx":
-                page = nginx.parse_stub_status(text)
-                return Reading(connections=page["accepts"], answers=page["requests"])
-            stats = envoy.parse_stats(text)
-            return Reading(connections=stats[ENVOY_CONNECTIONS], answers=stats[ENVOY_ANSWERS_2XX])
+            return self.parse(answer.body.decode(errors="replace"))
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cannot read %s at %s: %s", self.description, self.url, exc)
             return None
@@ -64,30 +60,22 @@ class FirstHop:
         return after.answers - before.answers - self.own_answers_per_reading
 
 
-def first_hop(topology: Topology, path: str) -> FirstHop:
-    if path == "envoy-mtls":
-        pattern = "|".join(name.split(".")[-1] for name in (ENVOY_CONNECTIONS, ENVOY_ANSWERS_2XX))
-        return FirstHop(
-            url=f"http://{topology.local_host('client')}:"
-            f"{topology.ports['client_sidecar_admin']}/stats?filter="
-            f"^http[.]outbound[.]({pattern})$",
-            namespace=topology.namespace("client"),
-            kind="envoy",
-            description="client sidecar Envoy counters (downstream_cx_total, downstream_rq_2xx)",
-            answers_are="2xx responses",
-            # Admin requests do not pass through the outbound listener.
-            own_connections_per_reading=0,
-            own_answers_per_reading=0,
-        )
+def _stub_status_reading(text: str) -> Reading:
+    page = nginx.parse_stub_status(text)
+    return Reading(connections=page["accepts"], answers=page["requests"])
+
+
+def nginx_first_hop(topology: Topology) -> FirstHop:
+    """nginx's stub_status: the first hop of every path that reaches nginx unproxied."""
     return FirstHop(
         url=f"http://{topology.local_host('server')}:{topology.ports['nginx_status']}/status",
         namespace=topology.namespace("server"),
-        kind="nginx",
         description="nginx stub_status (accepts, requests)",
         answers_are="requests",
         # The reading after the run is itself one accepted connection and one request.
         own_connections_per_reading=1,
         own_answers_per_reading=1,
+        parse=_stub_status_reading,
     )
 
 
@@ -101,7 +89,7 @@ def check_answers(
     400 or more). A request in flight when wrk stops is answered but not counted by wrk,
     so the first hop may be ahead by up to one per connection.
     """
-    expected = requests if hop.kind == "nginx" else requests - status_errors
+    expected = requests if hop.counts_error_answers else requests - status_errors
     consistent = expected <= counted <= expected + connections
     return {
         "source": hop.description,

@@ -97,15 +97,10 @@ class Topology:
         host = "0.0.0.0" if self.network_mode == "netns" else self.server_address
         return f"{host}:{self.ports['nginx']}"
 
-    def url(self, path: str) -> str:
-        """The URL the load generator requests for ``path``: direct, sidecar or tunnel."""
-        if path == "direct":
-            return f"http://{self.server_address}:{self.ports['nginx']}/"
-        if path == "envoy-mtls":
-            return f"http://{self.local_host('client')}:{self.ports['client_sidecar']}/"
-        if path == "wireguard":
-            return f"http://{self.tunnel_server_address}:{self.ports['nginx']}/"
-        raise ValueError(f"unknown path {path!r}")
+    @property
+    def direct_url(self) -> str:
+        """The URL of nginx without a mesh in between; each data plane knows its own."""
+        return f"http://{self.server_address}:{self.ports['nginx']}/"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
