@@ -18,9 +18,7 @@ from tests.local.conftest import local_config, make_context, needs_netns, short_
 def test_a_local_run_executes_the_steps_of_its_plan(mesh: str, state_root: Path) -> None:
     config = local_config(network_mode="netns", paired_baseline=True)
     backend = LocalBackend(config, mesh, state_root=state_root)
-    ctx = make_context(
-        config, mesh, short_profile(duration=1.0, warmup=True, warmup_duration=1.0)
-    )
+    ctx = make_context(config, mesh, short_profile(duration=1.0, warmup=True, warmup_duration=1.0))
     plan = backend.plan(ctx)
 
     run = run_local(backend, ctx)

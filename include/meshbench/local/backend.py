@@ -9,29 +9,18 @@ mesh's data plane (``meshbench.local.meshes``); the plan lists the same ops' ste
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from meshbench.backend import (
-    PHASE_PAIRED_BASELINE,
-    PHASE_WARMUP,
-    PHASES,
-    Backend,
-    MeasurementOutcome,
-    Plan,
-    RunContext,
-    Step,
-    StepFailed,
-)
+from meshbench.backend import Backend, MeasurementOutcome, Plan, RunContext, Step, StepFailed
 from meshbench.config import BenchmarkConfig, LocalEnvironment
 from meshbench.loadgen import wrk as wrk_loadgen
-from meshbench.local import binaries, counters, machine, netns, nginx, probes, processes
+from meshbench.local import binaries, measurement, netns, nginx, probes, processes
 from meshbench.local.meshes import get_data_plane
-from meshbench.local.meshes.base import DIRECT, NotReady
+from meshbench.local.meshes.base import DIRECT, WORKLOAD, WORKLOAD_DESCRIPTION, NotReady
 from meshbench.local.ops import LocalOp, run_ops
 from meshbench.local.plan import local_plan
 from meshbench.local.processes import ProcessRecord
@@ -41,8 +30,6 @@ from meshbench.local.topology import Topology, plan_topology
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_SECONDS = 0.1
-WORKLOAD = "nginx"
-WORKLOAD_DESCRIPTION = "nginx (server workload)"
 
 
 def build_backend(config: BenchmarkConfig, mesh: str) -> LocalBackend:
@@ -470,29 +457,6 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------- load
 
-    def measure_step(self, ctx: RunContext, topology: Topology, phase: str) -> Step:
-        """What one load-generator run of ``phase`` is, as planned and as recorded."""
-        if phase == PHASE_PAIRED_BASELINE:
-            return Step(
-                "measure",
-                "process",
-                "paired baseline: wrk on the direct path right before each mesh run",
-                f"wrk ... {topology.direct_url}",
-                "client",
-            )
-        warmup = phase == PHASE_WARMUP
-        duration = ctx.load.effective_warmup_duration if warmup else ctx.load.duration
-        return Step(
-            "measure",
-            "process",
-            "warm-up: wrk on the measured path, its result discarded"
-            if warmup
-            else "wrk back to back",
-            f"wrk --connections {ctx.load.connections} --duration "
-            f"{duration:g}s --script wrk_report.lua {self.plane.url(topology)}",
-            "client",
-        )
-
     def run_load(
         self, ctx: RunContext, iteration: int, phase: str, run_index: int
     ) -> MeasurementOutcome:
@@ -504,129 +468,11 @@ class LocalBackend(Backend):
             "run_index": run_index,
         }
         try:
-            return self._run_load(ctx, iteration, phase, run_index, context)
+            return measurement.measure(self, ctx, iteration, phase, run_index, context)
         except Exception as exc:  # a failed measurement is a negative row, never a crash
             log.exception("run_load failed")
             reason = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
             return MeasurementOutcome(raw_result=None, failure=reason, context=context)
-
-    def _run_load(
-        self,
-        ctx: RunContext,
-        iteration: int,
-        phase: str,
-        run_index: int,
-        context: dict[str, Any],
-    ) -> MeasurementOutcome:
-        if phase not in PHASES:
-            raise StepFailed(f"unknown phase {phase!r}")
-        state = self.state(ctx)
-        topology = state.topology
-        self.executed_steps.append(self.measure_step(ctx, topology, phase))
-        plane = DIRECT if phase == PHASE_PAIRED_BASELINE else self.plane
-        records = []
-        for name in [WORKLOAD, *plane.components]:
-            record = state.processes.get(name)
-            if record is None:
-                raise StepFailed(f"{self.describe(name)} is not deployed (its task did not run)")
-            records.append(record)
-        duration = ctx.load.effective_warmup_duration if phase == "warmup" else ctx.load.duration
-        client_cpus = topology.cpus.get("client")
-        threads = min(
-            ctx.load.connections, len(client_cpus) if client_cpus else os.cpu_count() or 1
-        )
-        settings = wrk_loadgen.WrkSettings(
-            url=plane.url(topology),
-            connections=ctx.load.connections,
-            duration_seconds=wrk_loadgen.whole_seconds(duration),
-            threads=threads,
-            status_codes=self.settings.status_codes,
-            labels=" ".join(
-                [f"{key}={value}" for key, value in sorted(ctx.labels.items())]
-                + [f"iteration={iteration}", f"phase={phase}", f"run={run_index}"]
-            ),
-            profile_qps=ctx.load.qps,
-        )
-        context.update(
-            {
-                "path": plane.path,
-                "data_plane": plane.data_plane,
-                "url": settings.url,
-                "network_mode": topology.network_mode,
-                "cpu_placement": topology.cpu_placement,
-                "cpus": topology.cpus,
-                "load_generator": f"{wrk_loadgen.LOAD_GENERATOR} "
-                f"{state.versions.get('wrk', 'unknown')}",
-                "load_mode": wrk_loadgen.MODE,
-                "connections": settings.connections,
-                "threads": settings.threads,
-                "status_codes": settings.status_codes,
-                "versions": state.versions,
-                "emulation": "data-plane emulation on one machine; not Istio, Kuma or NSM",
-            }
-        )
-        for record in records:
-            self.require_running(record)
-
-        self.folder(ctx).touch()  # a run being measured is active: the reaper spares it
-        hop = plane.first_hop(topology)
-        before = hop.read()
-        cpu_before = sum(record.cpu_seconds() for record in records)
-        machine_before = machine.MachineSample.take()
-        run = wrk_loadgen.run(
-            binaries.find("wrk"),
-            settings,
-            self.folder(ctx).path / "wrk",
-            spawn_in=lambda spawn: netns.call_in(
-                topology.namespace("client"), spawn, cpus=client_cpus
-            ),
-        )
-        machine_after = machine.MachineSample.take()
-        cpu_after = sum(record.cpu_seconds() for record in records)
-        dead = [record for record in records if not record.is_running()]
-        after = hop.read() if before is not None and not dead else None
-        context["machine"] = machine.describe_interval(
-            machine_before, machine_after, run.cpu_seconds + max(cpu_after - cpu_before, 0.0)
-        )
-        context["wrk_command"] = " ".join(run.command)
-        context["first_hop_counters"] = hop.description
-
-        failures = []
-        for record in dead:
-            tail = record.log_tail(300)
-            failures.append(
-                f"{self.describe(record.name)} (pid {record.pid}, {record.cluster} cluster) exited "
-                f"during the run" + (f"; its log ends with: {tail}" if tail else "")
-            )
-        if run.failure:
-            failures.append(run.failure)
-        raw = None
-        if run.report is not None:
-            socket_count = hop.socket_count(before, after) if before and after else None
-            raw = wrk_loadgen.to_fortio(
-                run.report,
-                settings,
-                run.start_time,
-                socket_count,
-                state.versions.get("wrk", "unknown"),
-            )
-            if before and after:
-                check = counters.check_answers(
-                    hop,
-                    hop.answers(before, after),
-                    requests=run.report.requests,
-                    status_errors=run.report.errors.get("status", 0),
-                    connections=settings.connections,
-                )
-                raw["meshbench"]["answer_check"] = check
-                if not check["consistent"]:
-                    failures.append(
-                        f"answer counts disagree: wrk counted {check['load_generator_counted']} "
-                        f"but the {hop.description} counted {check['first_hop_counted']}"
-                    )
-        return MeasurementOutcome(
-            raw_result=raw, failure="; ".join(failures) or None, context=context
-        )
 
     # -------------------------------------------------------------------- info
 

@@ -35,9 +35,10 @@ class FirstHop:
     namespace: str | None
     description: str
     answers_are: str  # what the answer counter counts
-    own_connections_per_reading: int
-    own_answers_per_reading: int
     parse: Callable[[str], Reading]
+    # What a reading itself adds to the counters (a proxy's admin port adds nothing).
+    own_connections_per_reading: int = 0
+    own_answers_per_reading: int = 0
     # nginx counts every answer; a sidecar's 2xx counter leaves out answers of 400 or more.
     counts_error_answers: bool = True
 
@@ -72,10 +73,10 @@ def nginx_first_hop(topology: Topology) -> FirstHop:
         namespace=topology.namespace("server"),
         description="nginx stub_status (accepts, requests)",
         answers_are="requests",
+        parse=_stub_status_reading,
         # The reading after the run is itself one accepted connection and one request.
         own_connections_per_reading=1,
         own_answers_per_reading=1,
-        parse=_stub_status_reading,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE, PHASE_WARMUP, Plan, Step
-from meshbench.local import netns
+from meshbench.local import measurement, netns
 from meshbench.local.topology import NETNS_PORTS, Topology, plan_topology
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def local_plan(backend: LocalBackend, ctx: RunContext) -> Plan:
         *backend.workload_ready_ops(ctx, topology),
     ]
     steps: list[Step] = [op.step for op in ops]
-    steps += [backend.measure_step(ctx, topology, phase) for phase in phases]
+    steps += [measurement.measure_step(plane, ctx, topology, phase) for phase in phases]
     steps += [op.step for op in backend.uninstall_ops(ctx, PLAN_ITERATION)]
     steps += [op.step for op in backend.delete_ops(ctx)]
     return Plan(

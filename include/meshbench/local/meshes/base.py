@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from meshbench.local.backend import LocalBackend
     from meshbench.local.state import RunState
 
+# The server workload every path ends at, as its process is recorded.
+WORKLOAD = "nginx"
+WORKLOAD_DESCRIPTION = "nginx (server workload)"
 DIRECT_PATH = "direct"
 DIRECT_DATA_PLANE = "client -> nginx (no mesh)"
 

@@ -49,9 +49,7 @@ class EnvoyMtls(LocalDataPlane):
             namespace=topology.namespace("client"),
             description="client sidecar Envoy counters (downstream_cx_total, downstream_rq_2xx)",
             answers_are="2xx responses",
-            # Admin requests do not pass through the outbound listener.
-            own_connections_per_reading=0,
-            own_answers_per_reading=0,
+            # Admin requests do not pass through the outbound listener: readings add nothing.
             parse=_stats_reading,
             counts_error_answers=False,
         )
