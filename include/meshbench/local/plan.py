@@ -47,8 +47,10 @@ def local_plan(backend: LocalBackend, ctx: RunContext) -> Plan:
     if topology.network_mode != "netns":
         warnings.append(
             "not root: the clusters are two loopback addresses in this namespace "
-            "(mode 'loopback', recorded with the results); wireguard needs root"
+            "(mode 'loopback', recorded with the results)"
         )
+        if plane.needs_namespaces:
+            warnings.append(plane.needs_namespaces)
     phases = [PHASE_WARMUP] if ctx.load.warmup else []
     if plane.adds_path and backend.settings.paired_baseline:
         phases.append(PHASE_PAIRED_BASELINE)

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 CACERTS_SECRET = "cacerts"
 CACERTS_KEYS = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 KEY_SIZE = 2048
 VALIDITY = datetime.timedelta(days=3650)  # as Istio's sample Makefile; the CA is per run
+CLOCK_SKEW = datetime.timedelta(minutes=5)  # valid from a little earlier than now
 ORGANIZATION = "meshbench"
 
 
@@ -66,24 +68,34 @@ def _ca_usage() -> x509.KeyUsage:
     )
 
 
-def new_root(now: datetime.datetime | None = None) -> Authority:
+def self_signed_ca(
+    key: CertificateIssuerPrivateKeyTypes,
+    common_name: str,
+    validity: datetime.timedelta,
+    path_length: int | None,
+    now: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """A root CA certificate for ``key``; ``path_length`` 0: it signs end entities only."""
     now = now or datetime.datetime.now(datetime.UTC)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-    name = _name("meshbench root CA")
-    certificate = (
+    name = _name(common_name)
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return Authority(certificate, key)
+
+
+def new_root(now: datetime.datetime | None = None) -> Authority:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
+    return Authority(self_signed_ca(key, "meshbench root CA", VALIDITY, None, now), key)
 
 
 def new_intermediate(
@@ -98,7 +110,7 @@ def new_intermediate(
         .issuer_name(root.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_usage(), critical=True)
