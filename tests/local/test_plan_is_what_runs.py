@@ -3,6 +3,7 @@ order first seen, are the plan's steps (which shows one iteration and one run pe
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,20 @@ def test_a_local_run_executes_the_steps_of_its_plan(mesh: str, state_root: Path)
     assert executed_once == list(plan.steps)
     measured = [step for step in backend.executed_steps if step.phase == "measure"]
     assert len(measured) == (3 if backend.plane.adds_path else 2)
+
+
+def test_a_loopback_run_executes_its_plan_with_the_addresses_it_chose(state_root: Path) -> None:
+    # Loopback addresses and ports are chosen when the clusters are made: the plan shows
+    # placeholders there, so only the steps' details may differ.
+    config = local_config(network_mode="loopback")
+    backend = LocalBackend(config, "baseline", state_root=state_root)
+    ctx = make_context(config, "baseline", short_profile(duration=1.0))
+    plan = backend.plan(ctx)
+
+    run = run_local(backend, ctx)
+
+    assert not run.failures and not run.teardown_problems
+    executed_once = list(dict.fromkeys(backend.executed_steps))
+    assert [dataclasses.replace(step, detail="") for step in executed_once] == [
+        dataclasses.replace(step, detail="") for step in plan.steps
+    ]
