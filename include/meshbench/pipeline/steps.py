@@ -49,7 +49,6 @@ ITERATION_STEPS = (
     "uninstall_mesh",
 )
 TEARDOWN_STEPS = ("uninstall_mesh", "delete_clusters", "load_results")
-PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
 # Steps that find out first that the results database is not migrated: before anything is
 # measured, and before loading.
 SCHEMA_CHECKED_STEPS = ("create_clusters", "load_results")

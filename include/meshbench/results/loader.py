@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -459,7 +459,3 @@ def load_files(
             ]
             reports.append(_load_run(connection, run, records, duration_tolerance))
     return reports
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
