@@ -31,6 +31,7 @@ from meshbench.backend import (
 )
 from meshbench.benchlock import exclusive_benchmark
 from meshbench.config import BenchmarkConfig, LoadProfile, parse_duration
+from meshbench.names import iteration_group, iteration_task_id
 from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
 from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
@@ -73,14 +74,6 @@ class RunStoppedFromOutside(Exception):
 
 class StepRescheduled(Exception):
     """The step must wait (another local run holds the machine); try again later."""
-
-
-def iteration_group(iteration: int) -> str:
-    return f"iteration_{iteration:02d}"
-
-
-def iteration_task_id(iteration: int, step: str) -> str:
-    return f"{iteration_group(iteration)}.{step}"
 
 
 class AirflowTask(NamedTuple):
