@@ -84,6 +84,8 @@ def describe(name: str) -> str:
 
 class LocalBackend(Backend):
     environment = "local"
+    holds_machine = True
+    counts_cluster_minutes = False
 
     def __init__(self, config: BenchmarkConfig, mesh: str, state_root: Path | None = None) -> None:
         super().__init__(config)

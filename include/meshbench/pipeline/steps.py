@@ -268,7 +268,7 @@ class Pipeline:
         return f"{self.task.dag_id}:{self.task.run_id}:{self.task.attempt}"
 
     def _holds_machine(self) -> bool:
-        return self.environment == "local"
+        return self.backend.holds_machine
 
     def _lease_stale_after(self) -> float:
         load = self.ctx.load
@@ -508,7 +508,7 @@ def _cluster_minutes(
         return float(reported["cluster_minutes"])
     if "cluster_minutes" in info:
         return float(info["cluster_minutes"])
-    if pipeline.environment == "local":
+    if not pipeline.backend.counts_cluster_minutes:
         return None
     if not created:
         return None
