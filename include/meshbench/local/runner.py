@@ -22,7 +22,8 @@ from meshbench.local.backend import LocalBackend
 from meshbench.local.processes import ProcessRecord
 from meshbench.local.reaper import reap_orphans
 from meshbench.local.topology import Topology
-from meshbench.results.loader import MeasurementRecord, RunRecord
+from meshbench.results.loader import MeasurementRecord
+from meshbench.results.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ class LocalRun:
     def measured(self) -> list[MeasurementRecord]:
         return [record for record in self.measurements if record.phase == PHASE_MEASURED]
 
-    def run_record(self, load_profile: str = "cli", source: str = "cli") -> RunRecord:
+    def run_record(self, load_profile: str = "cli", source: str = "cli") -> Run:
         """The run as the results loader stores it."""
         ctx = self.ctx
-        return RunRecord(
+        return Run(
             source_key=f"{source}:{ctx.dag_id}:{ctx.run_id}",
             environment="local",
             mesh=ctx.mesh,

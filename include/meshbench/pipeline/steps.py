@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from meshbench.backend import (
     PHASE_MEASURED,
@@ -36,7 +36,13 @@ from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
 from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
-from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
+from meshbench.results.loader import (
+    MeasurementRecord,
+    load_run,
+    positive_measured_count,
+    set_run_state,
+)
+from meshbench.results.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -650,8 +656,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "loaded_by_attempt": task.attempt,
         "stopped_from_outside": stopped,
     }
-    measured_positive = 0
-    run = RunRecord(
+    run = Run(
         # The attempt that measured: a clear of load_results alone loads into the same run.
         source_key=f"airflow:{task.dag_id}:{task.run_id}:{measuring_attempt}",
         environment=pipeline.environment,
@@ -675,20 +680,9 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
-    with engine.connect() as connection:
-        measured_positive = connection.execute(
-            text(
-                "SELECT count(*) FROM measurement WHERE run_id = :run AND phase = 'measured' "
-                "AND positive"
-            ),
-            {"run": report.run_id},
-        ).scalar_one()
+    measured_positive = positive_measured_count(engine, report.run_id)
     passed = measured_positive >= ctx.load.min_positive and not stopped
-    with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE run SET state = :state WHERE id = :run"),
-            {"state": "success" if passed else "failed", "run": report.run_id},
-        )
+    set_run_state(engine, report.run_id, "success" if passed else "failed")
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,
