@@ -18,6 +18,7 @@ from meshbench.backend import (
     MeasurementOutcome,
     RunContext,
 )
+from meshbench.benchlock import exclusive_benchmark
 from meshbench.local.backend import LocalBackend
 from meshbench.local.processes import ProcessRecord
 from meshbench.local.reaper import reap_orphans
@@ -115,7 +116,11 @@ def run_local(
     def measure(iteration: int, phase: str, run_index: int) -> None:
         if during_run is not None:
             during_run(run, iteration, phase, run_index)
-        record(iteration, phase, run_index, backend.run_load(ctx, iteration, phase, run_index))
+        # This run holds no machine lease: the machine-wide lock keeps its load-generator
+        # runs from overlapping a DAG run's (or another checkout's) on this machine.
+        with exclusive_benchmark(f"{ctx.dag_id} {ctx.run_id} {phase} {iteration}.{run_index}"):
+            outcome = backend.run_load(ctx, iteration, phase, run_index)
+        record(iteration, phase, run_index, outcome)
 
     pair_failure: tuple[str, str] | None = None
     try:
