@@ -73,7 +73,8 @@ class LocalRun:
                 "teardown_problems": self.teardown_problems,
                 "source": source,
             },
-            state="failed" if self.failures or self.teardown_problems else "success",
+            # Judged once loaded, by the rule every run shares (``loader.judge_run``).
+            state="running",
         )
 
 
@@ -87,7 +88,7 @@ def run_local(
     """Every task in order; teardown always runs. ``during_run`` is called just before each
     load-generator run (tests use it to inject faults)."""
     if paired_baseline is None:
-        paired_baseline = backend.mesh != "baseline" and backend.settings.paired_baseline
+        paired_baseline = backend.config.paired_baseline(backend.environment, backend.mesh)
     # What a killed earlier run left would run beside this one's measurements.
     reap_orphans(backend.state_root)
     backend.owned_by_this_process = True

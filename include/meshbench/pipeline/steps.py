@@ -38,9 +38,8 @@ from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
 from meshbench.results.loader import (
     MeasurementRecord,
+    judge_run,
     load_run,
-    positive_measured_count,
-    set_run_state,
 )
 from meshbench.results.models import Run
 
@@ -680,9 +679,8 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
-    measured_positive = positive_measured_count(engine, report.run_id)
+    measured_positive = judge_run(engine, report.run_id, ctx.load.min_positive, bool(stopped))
     passed = measured_positive >= ctx.load.min_positive and not stopped
-    set_run_state(engine, report.run_id, "success" if passed else "failed")
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,

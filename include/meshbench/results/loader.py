@@ -435,6 +435,13 @@ def positive_measured_count(engine: Engine, run_id: int) -> int:
         ).scalar_one()
 
 
-def set_run_state(engine: Engine, run_id: int, state: str) -> None:
+def judge_run(engine: Engine, run_id: int, min_positive: int, stopped: bool = False) -> int:
+    """Record the run's state, the same rule for every way a run is made (a DAG run, a
+    backfill, ``meshbench local run --load``): ``success`` when at least ``min_positive``
+    measured runs are positive and nothing stopped the run from outside, else ``failed``.
+    Returns the number of positive measured runs."""
+    positive = positive_measured_count(engine, run_id)
+    state = "success" if positive >= min_positive and not stopped else "failed"
     with engine.begin() as connection:
         connection.execute(update(Run).where(Run.id == run_id).values(state=state))
+    return positive
