@@ -17,7 +17,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from meshbench.config import BenchmarkConfig, load_config
-from meshbench.postgres import AIRFLOW_DATABASE, PrivatePostgres, project_root, state_dir
+from meshbench.paths import project_root, state_dir
+from meshbench.postgres import AIRFLOW_DATABASE, PrivatePostgres
 from meshbench.results.db import RESULTS_CONN_ID, normalise_url, resolve_database_url
 
 log = logging.getLogger(__name__)

@@ -129,6 +129,11 @@ class Backend(abc.ABC):
 
     environment: str
     mesh: str
+    # What the generic pipeline asks of a backend instead of naming environments:
+    # its steps run as processes on this machine, so runs must take turns (the lease).
+    holds_machine: bool = False
+    # Its clusters exist (and may cost) from create to delete: the run records the minutes.
+    counts_cluster_minutes: bool = True
 
     def __init__(self, config: BenchmarkConfig) -> None:
         self.config = config

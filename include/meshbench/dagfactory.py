@@ -39,6 +39,7 @@ from meshbench.config import (
     format_duration,
     load_config,
 )
+from meshbench.names import iteration_group
 from meshbench.pipeline.steps import ITERATION_STEPS, AirflowTask
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         create >> prepare
         previous = prepare
         for iteration in range(1, load.iterations + 1):
-            with TaskGroup(group_id=f"iteration_{iteration:02d}") as group:
+            with TaskGroup(group_id=iteration_group(iteration)) as group:
                 group.doc_md = f"Iteration {iteration}: install, prove ready, measure, remove."
                 tasks = {
                     name: step(

@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshbench.paths import state_dir
+
 log = logging.getLogger(__name__)
 
-STATE_ENV_VAR = "MESHBENCH_STATE"
 PORT_RANGE_START = 54100
 PORT_RANGE_SIZE = 800
 RESULTS_DATABASE = "meshbench"
@@ -46,17 +47,6 @@ host    all   all           127.0.0.1/32   scram-sha-256
 
 class PostgresUnavailable(RuntimeError):
     """No Postgres server binaries, or the server did not start; the message says why."""
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def state_dir() -> Path:
-    """The project's state folder (``.state`` beside the checkout unless overridden)."""
-    path = Path(os.environ.get(STATE_ENV_VAR) or project_root() / ".state")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def find_server_bindir() -> Path:

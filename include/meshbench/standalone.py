@@ -22,7 +22,8 @@ from pathlib import Path
 
 import psutil
 
-from meshbench.postgres import PrivatePostgres, state_dir
+from meshbench.paths import state_dir
+from meshbench.postgres import PrivatePostgres
 
 log = logging.getLogger(__name__)
 

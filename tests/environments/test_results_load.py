@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshbench.backend import PHASE_MEASURED
-from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
-from meshbench.results.models import HistogramBucket, Measurement, ResourceSample
+from meshbench.results.loader import MeasurementRecord, load_run
+from meshbench.results.models import HistogramBucket, Measurement, ResourceSample, Run
 
 from .conftest import SEED, World
 from .test_existing_baseline_run import prepare_iteration
@@ -31,7 +31,7 @@ def test_loaded_rows_match_the_study_file_fortio_served(world: World, clean_resu
         if json.loads(f.read_text())["DurationHistogram"] == outcome.raw_result["DurationHistogram"]
     )
     ctx, load = world.ctx, world.ctx.load
-    run = RunRecord(
+    run = Run(
         source_key=f"{ctx.dag_id}/{ctx.run_id}",
         environment=ctx.environment,
         mesh=ctx.mesh,

@@ -19,6 +19,8 @@ SEED = Path(__file__).parents[1] / "data" / "seed-results" / "equinix-metal-2023
 class ReplayBackend(Backend):
     environment = "local"
     mesh = "envoy-mtls"
+    holds_machine = True
+    counts_cluster_minutes = False
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from meshbench.backend import MeasurementOutcome
 from meshbench.results.fortio import ResultFormatError, judge, parse_result
-from meshbench.results.loader import MeasurementRecord, RunRecord, load_files, load_run
+from meshbench.results.loader import MeasurementRecord, load_files, load_run
 from meshbench.results.models import HistogramBucket, Measurement, Run
 
 pytestmark = pytest.mark.postgres
@@ -112,7 +112,7 @@ def test_negative_results_keep_raw_and_reason(
     good = seed_document(seed_results_dir)
     bad = copy.deepcopy(good)
     change(bad)
-    run = RunRecord(
+    run = Run(
         source_key="test:negative",
         environment="lab",
         mesh="istio",
@@ -147,7 +147,7 @@ def test_negative_results_keep_raw_and_reason(
 
 
 def test_failed_step_without_result_is_negative(clean_results) -> None:
-    run = RunRecord(
+    run = Run(
         source_key="test:failed-step",
         environment="local",
         mesh="envoy-mtls",
@@ -193,9 +193,9 @@ def test_rerun_of_a_date_adds_an_attempt(clean_results) -> None:
         runs_per_iteration=1,
         started_at=datetime.now(UTC),
     )
-    first = load_run(clean_results, RunRecord(source_key="dag:a:try1", **common))
-    again = load_run(clean_results, RunRecord(source_key="dag:a:try1", **common))
-    second = load_run(clean_results, RunRecord(source_key="dag:a:try2", **common))
+    first = load_run(clean_results, Run(source_key="dag:a:try1", **common))
+    again = load_run(clean_results, Run(source_key="dag:a:try1", **common))
+    second = load_run(clean_results, Run(source_key="dag:a:try2", **common))
     assert (first.attempt, again.attempt, second.attempt) == (1, 1, 2)
     assert not again.created_run
     with clean_results.connect() as connection:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from meshbench.cli.log_output import send_logs_to_stderr
 from meshbench.config import ConfigError
-from meshbench.postgres import state_dir
+from meshbench.paths import state_dir
 
 COMMAND_MODULES = (
     "meshbench.cli.db",

@@ -115,23 +115,27 @@ def _run(args: argparse.Namespace) -> int:
     from meshbench.config import load_config
     from meshbench.local.backend import LocalBackend
     from meshbench.local.runner import run_local
+    from meshbench.pipeline.steps import effective_load
 
     config = load_config()
     base = config.load_profile_for("local")
-    updates: dict[str, Any] = {
-        "duration": args.duration,
+    sizes = {
         "iterations": args.iterations,
         "runs_per_iteration": args.runs,
-        "min_positive": 0,
+        "connections": args.connections,
+    }
+    updates: dict[str, Any] = {
+        "duration": args.duration,
         "warmup": not args.no_warmup,
         "warmup_duration": args.warmup or args.duration,
     }
-    if args.connections is not None:
-        updates["connections"] = args.connections
     try:
-        load = type(base).model_validate({**base.model_dump(), **updates})
+        # Sized as a triggered DAG run is (fewer runs lower min_positive with them), so a
+        # loaded run's state means what a DAG run's does.
+        sized = effective_load(base, sizes)
+        load = type(base).model_validate({**sized.model_dump(), **updates})
     except Exception as exc:
-        raise ConfigError(f"load settings {updates}: {exc}") from None
+        raise ConfigError(f"load settings {sizes | updates}: {exc}") from None
     ctx = RunContext(
         config=config,
         environment="local",
@@ -171,13 +175,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.load:
         from meshbench.results import migrate
         from meshbench.results.db import get_engine
-        from meshbench.results.loader import load_run
+        from meshbench.results.loader import judge_run, load_run
 
         engine = get_engine()
         migrate.upgrade(engine)
         report = load_run(
             engine, run.run_record(), run.measurements, duration_tolerance=load.duration_tolerance
         )
+        judge_run(engine, report.run_id, load.min_positive)
         console.print(
             f"loaded as run {report.run_id} (attempt {report.attempt}): "
             f"{report.inserted} measurement(s), {report.positive} positive, "

@@ -88,8 +88,8 @@ def _run_demo(args: argparse.Namespace, console: Any, config: Any, meshes: list[
     from meshbench.analysis.report import comparison_tables
     from meshbench.config import LOAD_PROFILE_ENV_VAR
     from meshbench.dagfactory import RUN_PURPOSE_ENV_VAR
+    from meshbench.paths import state_dir
     from meshbench.pipeline.artifacts import ArtifactStore
-    from meshbench.postgres import state_dir
     from meshbench.results import migrate
     from meshbench.results.db import get_engine
 

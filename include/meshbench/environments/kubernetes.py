@@ -67,6 +67,8 @@ from meshbench.kube.runner import CommandRunner
 from meshbench.kube.waits import Readiness, gone_state, wait_for
 from meshbench.meshes.base import MeshInstaller
 from meshbench.meshes.baseline import describe_load_balancer_target, load_balancer_url
+from meshbench.names import ROLES
+from meshbench.names import iteration_task_id as iteration_phase
 from meshbench.workloads.kubernetes import (
     FORTIO,
     FORTIO_REST_PORT,
@@ -81,7 +83,6 @@ from meshbench.workloads.kubernetes import (
 
 log = logging.getLogger(__name__)
 
-ROLES = ("client", "server")
 FORTIO_TARGET = f"deployment/{FORTIO}"
 # A run at least this long must see a metrics-server sample taken during it (metrics-server
 # refreshes every 15 s); shorter runs may legitimately see none.
@@ -107,10 +108,6 @@ class ClusterSource(Protocol):
         self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
     ) -> list[str]: ...
     def run_info(self, ctx: RunContext) -> dict[str, Any]: ...
-
-
-def iteration_phase(iteration: int, task: str) -> str:
-    return f"iteration_{iteration:02d}.{task}"
 
 
 @dataclass(frozen=True)

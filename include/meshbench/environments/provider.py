@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from meshbench.backend import RunContext, Step
 from meshbench.kube.cluster import ApiFactory, default_api_factory
 from meshbench.kube.runner import CommandRunner
+from meshbench.names import ROLES
 
 if TYPE_CHECKING:
     from meshbench.config import BenchmarkConfig
     from meshbench.kube.access import ClusterAccess
 
-ROLES = ("client", "server")
 # DAG run states after which nothing of the run may still exist.
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 

@@ -8,7 +8,7 @@ What the environments and mesh installers use:
 - ``cluster``: ``Clusters`` (the clusters of one task, opened lazily) and ``KubeCluster``
   (server-side ``apply``, ``delete``, CLI ``run``/``kubectl``, ``port_forward`` and the
   ``wait_*`` helpers).
-- ``ops``: ``Op`` and ``apply_op``/``command_op``/``wait_op``/``delete_op``/``call_op``:
+- ``ops``: ``Op`` and ``apply_op``/``wait_op``/``delete_op``/``call_op``:
   one description serves the plan and the run.
 - ``runner``: ``CommandRunner`` for kubectl, helm, istioctl, kumactl and clusterctl with
   time limits, logged and redacted command lines.

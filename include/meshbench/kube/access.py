@@ -281,14 +281,3 @@ class KubeconfigAccess(ClusterAccess):
             conn_id=None, config_file=kubeconfig_path, client_configuration=_fresh_configuration()
         )
         return hook.get_conn()
-
-
-def server_of(kubeconfig: Mapping[str, Any]) -> str | None:
-    """The API server URL of the current context (for messages; not a secret)."""
-    current = kubeconfig.get("current-context")
-    contexts = {c.get("name"): c.get("context") or {} for c in kubeconfig.get("contexts") or []}
-    cluster_name = contexts.get(current, {}).get("cluster")
-    for entry in kubeconfig.get("clusters") or []:
-        if entry.get("name") == cluster_name:
-            return (entry.get("cluster") or {}).get("server")
-    return None

@@ -151,10 +151,6 @@ class Clusters:
         self._opened: dict[str, KubeCluster] = {}
         self._stack = contextlib.ExitStack()
 
-    @property
-    def roles(self) -> list[str]:
-        return list(self._accesses)
-
     def access(self, role: str) -> ClusterAccess:
         return self._accesses[role]
 

@@ -23,7 +23,6 @@ from meshbench.backend import StepFailed
 from meshbench.config import MetricsServerSettings
 from meshbench.kube.api import KubeApi
 from meshbench.kube.cluster import KubeCluster
-from meshbench.kube.waits import Readiness, condition_state
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,6 @@ def millicores(value: str | int | float) -> float:
 
 def byte_count(value: str | int | float) -> int:
     return int(parse_quantity(value))
-
-
-def metrics_api_state(api: KubeApi) -> Readiness:
-    return condition_state(
-        api, "apiregistration.k8s.io/v1", "APIService", METRICS_APISERVICE, "Available"
-    )
 
 
 def install_commands(settings: MetricsServerSettings) -> list[list[str]]:

@@ -18,7 +18,6 @@ import yaml
 from meshbench.backend import Step, StepFailed
 from meshbench.kube.api import object_name
 from meshbench.kube.cluster import Clusters, KubeCluster
-from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness
 
 log = logging.getLogger(__name__)
@@ -87,25 +86,6 @@ def apply_op(phase: str, role: str, manifests: Sequence[Mapping[str, Any]], desc
             role,
         ),
         action,
-    )
-
-
-def command_op(
-    phase: str,
-    role: str,
-    tool: str,
-    args: Sequence[str],
-    description: str,
-    timeout: float,
-    secrets: Sequence[str] = (),
-) -> Op:
-    args = list(args)
-
-    def action(clusters: Clusters) -> None:
-        clusters[role].run(tool, args, timeout=timeout, secrets=secrets)
-
-    return Op(
-        Step(phase, "command", description, format_command([tool, *args], secrets), role), action
     )
 
 

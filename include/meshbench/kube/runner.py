@@ -22,7 +22,6 @@ from meshbench.kube.redact import format_command, redact_text
 
 log = logging.getLogger(__name__)
 
-KNOWN_TOOLS = ("kubectl", "helm", "istioctl", "kumactl", "clusterctl")
 DEFAULT_TIMEOUT = 600.0
 # How much of a failed command's output goes into the error message (the tail matters most).
 _OUTPUT_TAIL = 2000

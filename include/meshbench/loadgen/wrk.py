@@ -50,10 +50,6 @@ SOCKET_ERROR_CODE = "-1"
 StatusCodes = Literal["counted", "inferred"]
 
 
-class WrkError(RuntimeError):
-    """wrk could not run or produced no report; the message says what it printed."""
-
-
 @dataclass(frozen=True)
 class WrkSettings:
     url: str

@@ -38,6 +38,8 @@ def build_backend(config: BenchmarkConfig, mesh: str) -> LocalBackend:
 
 class LocalBackend(Backend):
     environment = "local"
+    holds_machine = True
+    counts_cluster_minutes = False
 
     def __init__(self, config: BenchmarkConfig, mesh: str, state_root: Path | None = None) -> None:
         super().__init__(config)

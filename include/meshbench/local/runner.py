@@ -18,11 +18,13 @@ from meshbench.backend import (
     MeasurementOutcome,
     RunContext,
 )
+from meshbench.benchlock import exclusive_benchmark
 from meshbench.local.backend import LocalBackend
 from meshbench.local.processes import ProcessRecord
 from meshbench.local.reaper import reap_orphans
 from meshbench.local.topology import Topology
-from meshbench.results.loader import MeasurementRecord, RunRecord
+from meshbench.results.loader import MeasurementRecord
+from meshbench.results.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,10 @@ class LocalRun:
     def measured(self) -> list[MeasurementRecord]:
         return [record for record in self.measurements if record.phase == PHASE_MEASURED]
 
-    def run_record(self, load_profile: str = "cli", source: str = "cli") -> RunRecord:
+    def run_record(self, load_profile: str = "cli", source: str = "cli") -> Run:
         """The run as the results loader stores it."""
         ctx = self.ctx
-        return RunRecord(
+        return Run(
             source_key=f"{source}:{ctx.dag_id}:{ctx.run_id}",
             environment="local",
             mesh=ctx.mesh,
@@ -71,7 +73,8 @@ class LocalRun:
                 "teardown_problems": self.teardown_problems,
                 "source": source,
             },
-            state="failed" if self.failures or self.teardown_problems else "success",
+            # Judged once loaded, by the rule every run shares (``loader.judge_run``).
+            state="running",
         )
 
 
@@ -85,7 +88,7 @@ def run_local(
     """Every task in order; teardown always runs. ``during_run`` is called just before each
     load-generator run (tests use it to inject faults)."""
     if paired_baseline is None:
-        paired_baseline = backend.mesh != "baseline" and backend.settings.paired_baseline
+        paired_baseline = backend.config.paired_baseline(backend.environment, backend.mesh)
     # What a killed earlier run left would run beside this one's measurements.
     reap_orphans(backend.state_root)
     backend.owned_by_this_process = True
@@ -114,7 +117,11 @@ def run_local(
     def measure(iteration: int, phase: str, run_index: int) -> None:
         if during_run is not None:
             during_run(run, iteration, phase, run_index)
-        record(iteration, phase, run_index, backend.run_load(ctx, iteration, phase, run_index))
+        # This run holds no machine lease: the machine-wide lock keeps its load-generator
+        # runs from overlapping a DAG run's (or another checkout's) on this machine.
+        with exclusive_benchmark(f"{ctx.dag_id} {ctx.run_id} {phase} {iteration}.{run_index}"):
+            outcome = backend.run_load(ctx, iteration, phase, run_index)
+        record(iteration, phase, run_index, outcome)
 
     pair_failure: tuple[str, str] | None = None
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from meshbench.local.processes import ProcessRecord, read_stat
 from meshbench.local.topology import Topology
-from meshbench.postgres import state_dir
+from meshbench.paths import state_dir
 
 STATE_FILE = "state.json"
 LOCAL_FOLDER = "local"

@@ -16,6 +16,7 @@ from meshbench.kube.cluster import Clusters
 from meshbench.kube.ops import Op, call_op
 from meshbench.kube.waits import load_balancer_state
 from meshbench.meshes.base import MeshInstaller
+from meshbench.names import iteration_task_id
 from meshbench.workloads.kubernetes import NGINX, NGINX_PORT, NO_MESH_PROFILE, WorkloadProfile
 
 
@@ -42,7 +43,7 @@ class BaselineInstaller(MeshInstaller):
     def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
         return [
             call_op(
-                f"iteration_{iteration:02d}.install_mesh",
+                iteration_task_id(iteration, "install_mesh"),
                 None,
                 "note",
                 "no mesh to install: the baseline is nginx behind a LoadBalancer Service",

@@ -24,10 +24,11 @@ from meshbench.kube.ops import Op, call_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
 from meshbench.meshes.base import MeshInstaller
+from meshbench.names import ROLES as ROLES  # re-exported for the installers
+from meshbench.names import iteration_task_id as phase  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-ROLES = ("client", "server")
 # Labels on everything meshbench creates outside the workload namespace, so a person
 # looking at a cluster sees whose it is.
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshbench"}
@@ -36,11 +37,6 @@ RUN_LABEL = "meshbench.io/run"
 
 def other(role: str) -> str:
     return "server" if role == "client" else "client"
-
-
-def phase(iteration: int, task: str) -> str:
-    """The DAG task a step belongs to (same names as the backend's)."""
-    return f"iteration_{iteration:02d}.{task}"
 
 
 def managed_labels(ctx: RunContext) -> dict[str, str]:

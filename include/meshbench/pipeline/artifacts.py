@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshbench.config import BenchmarkConfig
-from meshbench.postgres import state_dir
+from meshbench.paths import state_dir
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from meshbench.backend import (
     PHASE_MEASURED,
@@ -31,11 +31,17 @@ from meshbench.backend import (
 )
 from meshbench.benchlock import exclusive_benchmark
 from meshbench.config import BenchmarkConfig, LoadProfile, parse_duration
+from meshbench.names import iteration_group, iteration_task_id
 from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
 from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
-from meshbench.results.loader import MeasurementRecord, RunRecord, load_run
+from meshbench.results.loader import (
+    MeasurementRecord,
+    judge_run,
+    load_run,
+)
+from meshbench.results.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,6 @@ ITERATION_STEPS = (
     "uninstall_mesh",
 )
 TEARDOWN_STEPS = ("uninstall_mesh", "delete_clusters", "load_results")
-PAIR_STEPS = ("create_clusters", "prepare_pair", "delete_clusters", "load_results")
 # Steps that find out first that the results database is not migrated: before anything is
 # measured, and before loading.
 SCHEMA_CHECKED_STEPS = ("create_clusters", "load_results")
@@ -74,14 +79,6 @@ class RunStoppedFromOutside(Exception):
 
 class StepRescheduled(Exception):
     """The step must wait (another local run holds the machine); try again later."""
-
-
-def iteration_group(iteration: int) -> str:
-    return f"iteration_{iteration:02d}"
-
-
-def iteration_task_id(iteration: int, step: str) -> str:
-    return f"{iteration_group(iteration)}.{step}"
 
 
 class AirflowTask(NamedTuple):
@@ -276,7 +273,7 @@ class Pipeline:
         return f"{self.task.dag_id}:{self.task.run_id}:{self.task.attempt}"
 
     def _holds_machine(self) -> bool:
-        return self.environment == "local"
+        return self.backend.holds_machine
 
     def _lease_stale_after(self) -> float:
         load = self.ctx.load
@@ -516,7 +513,7 @@ def _cluster_minutes(
         return float(reported["cluster_minutes"])
     if "cluster_minutes" in info:
         return float(info["cluster_minutes"])
-    if pipeline.environment == "local":
+    if not pipeline.backend.counts_cluster_minutes:
         return None
     if not created:
         return None
@@ -658,8 +655,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "loaded_by_attempt": task.attempt,
         "stopped_from_outside": stopped,
     }
-    measured_positive = 0
-    run = RunRecord(
+    run = Run(
         # The attempt that measured: a clear of load_results alone loads into the same run.
         source_key=f"airflow:{task.dag_id}:{task.run_id}:{measuring_attempt}",
         environment=pipeline.environment,
@@ -683,20 +679,8 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
-    with engine.connect() as connection:
-        measured_positive = connection.execute(
-            text(
-                "SELECT count(*) FROM measurement WHERE run_id = :run AND phase = 'measured' "
-                "AND positive"
-            ),
-            {"run": report.run_id},
-        ).scalar_one()
+    measured_positive = judge_run(engine, report.run_id, ctx.load.min_positive, bool(stopped))
     passed = measured_positive >= ctx.load.min_positive and not stopped
-    with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE run SET state = :state WHERE id = :run"),
-            {"state": "success" if passed else "failed", "run": report.run_id},
-        )
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,

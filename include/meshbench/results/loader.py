@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,32 +51,6 @@ _FILE = re.compile(r"-(?P<iteration>\d{2,})-(?P<run>\d{2,})-(?P<port>\d+)\.json$
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """One execution of one environment × mesh (a DAG run attempt or an imported folder)."""
-
-    source_key: str
-    environment: str
-    mesh: str
-    benchmark_date: date
-    qps: int
-    connections: int
-    duration_s: float
-    iterations: int
-    runs_per_iteration: int
-    started_at: datetime
-    mesh_version: str | None = None
-    version_profile: str | None = None
-    dag_id: str | None = None
-    dag_run_id: str | None = None
-    load_profile: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    state: str = "running"
-    purpose: str = "manual"
-    finished_at: datetime | None = None
-    cluster_minutes: float | None = None
-
-
-@dataclass(frozen=True)
 class MeasurementRecord:
     iteration: int
     phase: str
@@ -105,17 +79,27 @@ class LoadReport:
     negatives: list[str] = field(default_factory=list)
 
 
-def _lock_key(run: RunRecord) -> str:
+def _lock_key(run: Run) -> str:
     return f"meshbench:{run.environment}:{run.mesh}:{run.benchmark_date.isoformat()}"
 
 
-def _upsert_run(connection: Connection, run: RunRecord) -> tuple[int, int, bool]:
+def _column_values(run: Run) -> dict[str, Any]:
+    """The columns a transient ``Run`` sets; the rest take the model's defaults."""
+    unset = {"id", "attempt"}
+    return {
+        column.key: getattr(run, column.key)
+        for column in Run.__table__.columns
+        if column.key not in unset and getattr(run, column.key) is not None
+    }
+
+
+def _upsert_run(connection: Connection, run: Run) -> tuple[int, int, bool]:
     existing = connection.execute(
         select(Run.id, Run.attempt).where(Run.source_key == run.source_key)
     ).first()
     if existing is not None:
         changes: dict[str, Any] = {}
-        if run.state != "running":
+        if run.state not in (None, "running"):
             changes["state"] = run.state
         if run.finished_at is not None:
             changes["finished_at"] = run.finished_at
@@ -139,31 +123,7 @@ def _upsert_run(connection: Connection, run: RunRecord) -> tuple[int, int, bool]
     ).scalar()
     attempt = (latest or 0) + 1
     run_id = connection.execute(
-        insert(Run)
-        .values(
-            source_key=run.source_key,
-            environment=run.environment,
-            mesh=run.mesh,
-            mesh_version=run.mesh_version,
-            version_profile=run.version_profile,
-            benchmark_date=run.benchmark_date,
-            attempt=attempt,
-            dag_id=run.dag_id,
-            dag_run_id=run.dag_run_id,
-            load_profile=run.load_profile,
-            qps=run.qps,
-            connections=run.connections,
-            duration_s=run.duration_s,
-            iterations=run.iterations,
-            runs_per_iteration=run.runs_per_iteration,
-            settings=run.settings,
-            state=run.state,
-            purpose=run.purpose,
-            cluster_minutes=run.cluster_minutes,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-        )
-        .returning(Run.id)
+        insert(Run).values(**_column_values(run), attempt=attempt).returning(Run.id)
     ).scalar_one()
     return run_id, attempt, True
 
@@ -279,7 +239,7 @@ def _insert_measurement(
 
 def load_run(
     engine: Engine,
-    run: RunRecord,
+    run: Run,
     measurements: Sequence[MeasurementRecord] = (),
     duration_tolerance: float = DEFAULT_DURATION_TOLERANCE,
 ) -> LoadReport:
@@ -290,7 +250,7 @@ def load_run(
 
 def _load_run(
     connection: Connection,
-    run: RunRecord,
+    run: Run,
     measurements: Sequence[MeasurementRecord],
     duration_tolerance: float,
 ) -> LoadReport:
@@ -425,7 +385,7 @@ def load_files(
         for (env, day, mesh_name, version), items in sorted(groups.items(), key=str):
             first = min(items, key=lambda item: item.result.StartTime)
             last = max(items, key=lambda item: item.result.StartTime)
-            run = RunRecord(
+            run = Run(
                 source_key=f"import:{env}-{day.isoformat()}/{mesh_name}",
                 environment=env,
                 mesh=mesh_name,
@@ -461,5 +421,27 @@ def load_files(
     return reports
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def positive_measured_count(engine: Engine, run_id: int) -> int:
+    """How many measured (not warm-up, not paired-baseline) runs of the run are positive."""
+    with engine.connect() as connection:
+        return connection.execute(
+            select(func.count())
+            .select_from(Measurement)
+            .where(
+                Measurement.run_id == run_id,
+                Measurement.phase == PHASE_MEASURED,
+                Measurement.positive,
+            )
+        ).scalar_one()
+
+
+def judge_run(engine: Engine, run_id: int, min_positive: int, stopped: bool = False) -> int:
+    """Record the run's state, the same rule for every way a run is made (a DAG run, a
+    backfill, ``meshbench local run --load``): ``success`` when at least ``min_positive``
+    measured runs are positive and nothing stopped the run from outside, else ``failed``.
+    Returns the number of positive measured runs."""
+    positive = positive_measured_count(engine, run_id)
+    state = "success" if positive >= min_positive and not stopped else "failed"
+    with engine.begin() as connection:
+        connection.execute(update(Run).where(Run.id == run_id).values(state=state))
+    return positive
