@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from meshbench.config.common import RELEASE_TAG, Duration, StrictModel, check_mesh_amounts
+from meshbench.config.common import (
+    RELEASE_TAG,
+    Duration,
+    StrictModel,
+    check_mesh_amounts,
+    check_pattern,
+)
 from meshbench.config.environments import EnvironmentBase
 
 _AWS_KUBERNETES_MINOR = r"1\.\d{2}"
 _CAPI_KUBERNETES_VERSION = r"v1\.\d{2}\.\d+"
+_IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/-]+"
 
 
 class RunTimings(StrictModel):
@@ -101,9 +107,8 @@ class AwsEnvironment(EnvironmentBase):
     @field_validator("kubernetes_version")
     @classmethod
     def _eks_minor(cls, version: str | None) -> str | None:
-        if version is None or not re.fullmatch(_AWS_KUBERNETES_MINOR, version):
-            raise ValueError("must be an EKS minor version such as '1.35'")
-        return version
+        message = "must be an EKS minor version such as '1.35'"
+        return check_pattern(_AWS_KUBERNETES_MINOR, version, message, optional=False)
 
     @field_validator("availability_zones")
     @classmethod
@@ -133,8 +138,7 @@ class AwsEnvironment(EnvironmentBase):
     @classmethod
     def _arns(cls, arns: list[str]) -> list[str]:
         for arn in arns:
-            if not re.fullmatch(r"arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/-]+", arn):
-                raise ValueError(f"{arn!r} is not an IAM principal ARN")
+            check_pattern(_IAM_PRINCIPAL_ARN, arn, f"{arn!r} is not an IAM principal ARN")
         return arns
 
     @model_validator(mode="after")
@@ -207,9 +211,8 @@ class CapiEnvironment(EnvironmentBase):
     @field_validator("kubernetes_version")
     @classmethod
     def _full_version(cls, version: str | None) -> str | None:
-        if version is None or not re.fullmatch(_CAPI_KUBERNETES_VERSION, version):
-            raise ValueError("must be a full Kubernetes release such as 'v1.28.3'")
-        return version
+        message = "must be a full Kubernetes release such as 'v1.28.3'"
+        return check_pattern(_CAPI_KUBERNETES_VERSION, version, message, optional=False)
 
     @field_validator("metallb_version")
     @classmethod

@@ -77,6 +77,17 @@ class Pool(StrictModel):
     slots: int = Field(1, ge=1, le=64)
 
 
+def check_pattern(
+    pattern: str, value: str | None, message: str, *, optional: bool = True
+) -> str | None:
+    """``value`` when all of it matches ``pattern`` (or it is None and ``optional``)."""
+    if value is None and optional:
+        return None
+    if value is None or not re.fullmatch(pattern, value):
+        raise ValueError(message)
+    return value
+
+
 def check_known_mesh(mesh: str) -> None:
     if mesh not in MESH_NAMES:
         raise ValueError(f"unknown mesh {mesh!r}; known meshes: {', '.join(MESH_NAMES)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -15,6 +14,7 @@ from meshbench.config.common import (
     Pool,
     StrictModel,
     check_known_mesh,
+    check_pattern,
 )
 
 
@@ -45,9 +45,11 @@ class EnvironmentBase(StrictModel):
     @field_validator("kubernetes_version")
     @classmethod
     def _minor_version(cls, version: str | None) -> str | None:
-        if version is not None and not re.fullmatch(r"v?1\.\d{1,2}(\.\d+)?", version):
-            raise ValueError("must be a Kubernetes version such as '1.28' or 'v1.28.3'")
-        return version
+        return check_pattern(
+            r"v?1\.\d{1,2}(\.\d+)?",
+            version,
+            "must be a Kubernetes version such as '1.28' or 'v1.28.3'",
+        )
 
 
 class LocalEnvironment(EnvironmentBase):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator
 
-from meshbench.config.common import StrictModel
+from meshbench.config.common import StrictModel, check_pattern
 
 _KUBERNETES_MINOR = r"^1\.\d{1,2}$"
 RELEASE_LINE = r"^v?\d+\.\d+$"
@@ -22,9 +20,9 @@ class VersionProfile(StrictModel):
     @field_validator("istio", "kuma", "nsm")
     @classmethod
     def _semver(cls, version: str | None) -> str | None:
-        if version is not None and not re.fullmatch(r"v?\d+\.\d+\.\d+", version):
-            raise ValueError("must be a release version such as '1.19.3'")
-        return version
+        return check_pattern(
+            r"v?\d+\.\d+\.\d+", version, "must be a release version such as '1.19.3'"
+        )
 
 
 class KubernetesRange(StrictModel):
