@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +19,16 @@ from meshbench.config.environments import EnvironmentBase
 _AWS_KUBERNETES_MINOR = r"1\.\d{2}"
 _CAPI_KUBERNETES_VERSION = r"v1\.\d{2}\.\d+"
 _IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/-]+"
+
+
+def _required_kubernetes_version(pattern: str, message: str) -> Any:
+    """A validator of ``kubernetes_version`` for an environment that creates its clusters,
+    so must be told which release to create."""
+
+    def check(cls: type, version: str | None) -> str | None:
+        return check_pattern(pattern, version, message, optional=False)
+
+    return field_validator("kubernetes_version")(classmethod(check))
 
 
 class RunTimings(StrictModel):
@@ -104,11 +114,9 @@ class AwsEnvironment(EnvironmentBase):
         check_mesh_amounts(counts, "a count")
         return counts
 
-    @field_validator("kubernetes_version")
-    @classmethod
-    def _eks_minor(cls, version: str | None) -> str | None:
-        message = "must be an EKS minor version such as '1.35'"
-        return check_pattern(_AWS_KUBERNETES_MINOR, version, message, optional=False)
+    _eks_minor = _required_kubernetes_version(
+        _AWS_KUBERNETES_MINOR, "must be an EKS minor version such as '1.35'"
+    )
 
     @field_validator("availability_zones")
     @classmethod
@@ -208,11 +216,9 @@ class CapiEnvironment(EnvironmentBase):
     prices: CapiPrices = CapiPrices()
     timings: RunTimings = RunTimings(create_minutes=25.0, delete_minutes=8.0)
 
-    @field_validator("kubernetes_version")
-    @classmethod
-    def _full_version(cls, version: str | None) -> str | None:
-        message = "must be a full Kubernetes release such as 'v1.28.3'"
-        return check_pattern(_CAPI_KUBERNETES_VERSION, version, message, optional=False)
+    _full_version = _required_kubernetes_version(
+        _CAPI_KUBERNETES_VERSION, "must be a full Kubernetes release such as 'v1.28.3'"
+    )
 
     @field_validator("metallb_version")
     @classmethod
