@@ -39,11 +39,7 @@ from meshbench.config.common import (
     format_duration,
     parse_duration,
 )
-from meshbench.config.environments import (
-    EnvironmentBase,
-    ExistingEnvironment,
-    LocalEnvironment,
-)
+from meshbench.config.environments import EnvironmentBase, ExistingEnvironment, LocalEnvironment
 from meshbench.config.kubernetes import (
     ContainerResources,
     KubernetesSettings,
@@ -51,9 +47,7 @@ from meshbench.config.kubernetes import (
     KubernetesWorkload,
     MetricsServerSettings,
 )
-from meshbench.config.load_profiles import (
-    LoadProfile,
-)
+from meshbench.config.load_profiles import LoadProfile
 from meshbench.config.meshes import (
     IstioMesh,
     KubernetesMesh,
@@ -72,10 +66,7 @@ from meshbench.config.results import (
     RegressionSettings,
     SeriesMetric,
 )
-from meshbench.config.versions import (
-    KubernetesRange,
-    VersionProfile,
-)
+from meshbench.config.versions import KubernetesRange, VersionProfile
 
 __all__ = [
     "BENCHMARK_NETWORK",

@@ -10,16 +10,8 @@ import yaml
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments import capi_manifests as manifests
-from meshbench.environments.capi.management import (
-    ENVIRONMENT,
-    MANAGEMENT,
-    CapiBase,
-    Credentials,
-)
-from meshbench.environments.provider import (
-    isoformat,
-    utcnow,
-)
+from meshbench.environments.capi.management import ENVIRONMENT, MANAGEMENT, CapiBase, Credentials
+from meshbench.environments.provider import isoformat, utcnow
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.ops import Op, call_op, render_manifests
 from meshbench.kube.redact import MASK, format_command

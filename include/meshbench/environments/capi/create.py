@@ -8,11 +8,7 @@ import logging
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments import capi_manifests as manifests
 from meshbench.environments.capi.clusters import WorkloadClusterManifests
-from meshbench.environments.capi.management import (
-    KUBECONFIG_SECRET,
-    MANAGEMENT,
-    NODES_PER_CLUSTER,
-)
+from meshbench.environments.capi.management import KUBECONFIG_SECRET, MANAGEMENT, NODES_PER_CLUSTER
 from meshbench.environments.capi.providers import ClusterApiProviders
 from meshbench.environments.provider import ROLES
 from meshbench.kube.api import KubeApi

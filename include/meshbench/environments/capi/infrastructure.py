@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from meshbench.backend import RunContext
 from meshbench.environments import capi_manifests as manifests
-from meshbench.environments.capi.management import (
-    CapiBase,
-    done,
-)
+from meshbench.environments.capi.management import CapiBase, done
 from meshbench.environments.provider import ROLES
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.ops import Op, call_op, render_manifests

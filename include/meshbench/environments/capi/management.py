@@ -11,10 +11,7 @@ import yaml
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, CapiEnvironment
-from meshbench.environments.provider import (
-    ROLES,
-    ClusterProvider,
-)
+from meshbench.environments.provider import ROLES, ClusterProvider
 from meshbench.kube.access import (
     ClusterAccess,
     ClusterAccessError,

@@ -11,9 +11,7 @@ from meshbench.environments.capi.create import ClusterCreation
 from meshbench.environments.capi.infrastructure import LoadBalancerSetup
 from meshbench.environments.capi.management import ENVIRONMENT
 from meshbench.environments.capi.teardown import ClusterTeardown
-from meshbench.environments.provider import (
-    ROLES,
-)
+from meshbench.environments.provider import ROLES
 from meshbench.kube.cluster import ApiFactory, default_api_factory
 from meshbench.kube.ops import plan_steps, run_ops
 from meshbench.kube.runner import CommandRunner

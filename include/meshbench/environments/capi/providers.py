@@ -7,10 +7,7 @@ import logging
 from typing import Any
 
 from meshbench.backend import StepFailed
-from meshbench.environments.capi.management import (
-    MANAGEMENT,
-    CapiBase,
-)
+from meshbench.environments.capi.management import MANAGEMENT, CapiBase
 from meshbench.kube.api import KubeApi
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.ops import Op, call_op

@@ -15,13 +15,7 @@ from meshbench.environments.capi.management import (
     CapiBase,
     done,
 )
-from meshbench.environments.provider import (
-    ROLES,
-    Leftover,
-    isoformat,
-    parse_timestamp,
-    utcnow,
-)
+from meshbench.environments.provider import ROLES, Leftover, isoformat, parse_timestamp, utcnow
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.ops import Op, call_op, run_ops
 
