@@ -61,23 +61,9 @@ def preflight(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
 
 
 def inventory_component(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
-    install = phase(iteration, "install_mesh")
-    uninstall = phase(iteration, "uninstall_mesh")
-    key = f"before-iteration-{iteration:02d}"
-    part = Component("inventory")
-    for role in ROLES:
-        part.install.append(inventory.record_op(install, role, ctx, key, "Istio is installed"))
-        part.uninstall.append(
-            inventory.verify_op(
-                uninstall,
-                role,
-                ctx,
-                key,
-                "Istio was installed",
-                installer.timeouts.namespace_deletion,
-            )
-        )
-    return part
+    return inventory.iteration_component(
+        ctx, iteration, "Istio", installer.timeouts.namespace_deletion
+    )
 
 
 def namespace(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
