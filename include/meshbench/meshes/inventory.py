@@ -17,7 +17,7 @@ from meshbench.backend import RunContext, StepFailed
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.ops import Op, call_op
 from meshbench.kube.waits import Readiness, wait_for
-from meshbench.meshes.common import managed_labels, step_text
+from meshbench.meshes.common import ROLES, Component, managed_labels, phase, step_text
 
 INVENTORY_NAMESPACE = "kube-system"
 COMPONENT = "inventory"
@@ -162,3 +162,20 @@ def remove_op(step_phase: str, role: str, ctx: RunContext) -> Op:
         action,
         f"DELETE v1 ConfigMap {INVENTORY_NAMESPACE}/{inventory_name(ctx)}",
     )
+
+
+def iteration_component(
+    ctx: RunContext, iteration: int, mesh: str, namespace_deletion: float
+) -> Component:
+    """The inventory part of one iteration: both clusters recorded before ``mesh`` is
+    installed, and checked against that record once it is uninstalled."""
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    key = f"before-iteration-{iteration:02d}"
+    part = Component("inventory")
+    for role in ROLES:
+        part.install.append(record_op(install, role, ctx, key, f"{mesh} is installed"))
+        part.uninstall.append(
+            verify_op(uninstall, role, ctx, key, f"{mesh} was installed", namespace_deletion)
+        )
+    return part

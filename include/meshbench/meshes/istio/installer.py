@@ -1,32 +1,7 @@
-"""Istio multi-primary on different networks, installed and removed once per iteration.
-
-Facts and sources: mesh-recipes.md section 1 (istio.io multi-primary multi-network guide,
-its verification and troubleshooting pages, istio/istio at 1.19.3 and 1.28.0). Per
-iteration, in both clusters:
-
-1. ``istio-system`` labelled with the cluster's network (before istiod starts);
-2. the plug-in CA: Secret ``cacerts`` from a root shared by both clusters and one
-   intermediate per cluster, generated here (``meshes.pki``) before istiod starts;
-3. the control plane: ``istioctl install`` with mesh id, cluster name and network;
-4. the east-west gateway (an IstioOperator written here from the documented fields of
-   ``gen-eastwest-gateway.sh``), a LoadBalancer Service carrying the environment's
-   load-balancer settings through the overlay's ``k8s`` fields;
-5. ``Gateway cross-network-gateway``: port 15443, TLS ``AUTO_PASSTHROUGH``, hosts ``*.local``;
-6. remote secrets in both directions, each named after the cluster it describes: the study
-   named both ``cluster2``, and istiod silently ignores a secret carrying its own cluster id,
-   so one side never discovered the other.
-
-Readiness: istiod and the gateway rolled out, the gateway has an address, each istiod
-lists the other cluster as ``synced``; after the workloads: the Fortio sidecar's endpoints
-for nginx are the server cluster's east-west gateway on 15443 (not raw pod IPs, not
-nothing), and the backend's probe returns 200.
-"""
+"""The Istio installer: names, manifests, readiness and the run's records."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -36,17 +11,13 @@ from meshbench.config import BenchmarkConfig, IstioMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.load_balancers import LoadBalancerPolicy
 from meshbench.kube.metrics import SampleScope
-from meshbench.kube.ops import Op, apply_op, call_op, check_op, delete_op, wait_op
+from meshbench.kube.ops import Op, call_op, check_op, wait_op
 from meshbench.kube.waits import Readiness, load_balancer_state
 from meshbench.meshes import inventory
 from meshbench.meshes.common import (
     ROLES,
-    CliFile,
     Component,
     ComponentMeshInstaller,
-    api_wait_op,
-    at_least,
-    cli_op,
     managed_labels,
     namespace_manifest,
     other,
@@ -60,176 +31,28 @@ from meshbench.meshes.common import (
     step_text,
     support_check,
 )
+from meshbench.meshes.istio.components import COMPONENT_BUILDERS
+from meshbench.meshes.istio.resources import (
+    CROSS_NETWORK_GATEWAY,
+    CROSS_NETWORK_PORT,
+    EASTWEST,
+    EASTWEST_OPERATOR,
+    EASTWEST_PORTS,
+    INGRESS_GATEWAY,
+    ISTIO_NAMESPACE,
+    ISTIOCTL,
+    ISTIOD,
+    NETWORK_LABEL,
+    REMOTE_SECRET_LABEL,
+    gateway_api_version,
+    gateway_service_settings,
+    parse_client_version,
+    remote_clusters_state,
+    remote_endpoint_state,
+    remote_secret_name,
+)
 from meshbench.meshes.pki import CACERTS_KEYS, CACERTS_SECRET, cacerts_secret, issue_chains
 from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadProfile
-
-ISTIO_NAMESPACE = "istio-system"
-ISTIOD = "istiod"
-EASTWEST = "istio-eastwestgateway"
-INGRESS_GATEWAY = "istio-ingressgateway"  # only with control_plane_profile 'default'
-CROSS_NETWORK_GATEWAY = "cross-network-gateway"
-REMOTE_SECRET_LABEL = "istio/multiCluster"
-NETWORK_LABEL = "topology.istio.io/network"
-# Ports of the east-west gateway Service, as gen-eastwest-gateway.sh in 1.19.3 and 1.28.0.
-EASTWEST_PORTS = (
-    ("status-port", 15021),
-    ("tls", 15443),
-    ("tls-istiod", 15012),
-    ("tls-webhook", 15017),
-)
-CROSS_NETWORK_PORT = 15443
-ISTIOCTL = "istioctl"
-# Labels istioctl puts on every object of the east-west gateway (IstioOperator "eastwest",
-# component IngressGateways): manifests/charts/gateways/istio-ingress/templates at 1.19.3
-# and 1.30.3. `istioctl uninstall -f` cannot remove them in 1.19: without --purge its
-# DeleteControlPlaneByManifests keeps only Pilot's manifest, which this operator disables.
-EASTWEST_OPERATOR = "eastwest"
-EASTWEST_SELECTOR = (
-    f"install.operator.istio.io/owning-resource={EASTWEST_OPERATOR},"
-    "operator.istio.io/component=IngressGateways"
-)
-# The namespaced kinds istioctl 1.30's uninstall prunes (operator/pkg/uninstall/prune.go
-# NamespacedResources) that the gateway chart renders, plus its optional NetworkPolicy.
-EASTWEST_KINDS = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-)
-
-
-def gateway_service_settings(load_balancer: LoadBalancerPolicy) -> dict[str, Any]:
-    """An ingress gateway's ``k8s`` settings that carry the environment's LoadBalancer
-    policy: istioctl merges ``serviceAnnotations`` into the Service's annotations and
-    ``service`` into its spec (strategic merge: the ports stay)."""
-    settings: dict[str, Any] = {}
-    if load_balancer.annotations:
-        settings["serviceAnnotations"] = dict(load_balancer.annotations)
-    if load_balancer.source_ranges:
-        settings["service"] = {"loadBalancerSourceRanges": list(load_balancer.source_ranges)}
-    return settings
-
-
-def remote_secret_name(cluster_name: str) -> str:
-    return f"istio-remote-secret-{cluster_name}"
-
-
-def gateway_api_version(version: str) -> str:
-    """``networking.istio.io/v1`` exists from 1.22; the 1.19 samples use v1alpha3."""
-    return "networking.istio.io/v1" if at_least(version, "1.22") else "networking.istio.io/v1alpha3"
-
-
-def eastwest_objects(cluster: KubeCluster) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name) of what is left of the east-west gateway."""
-    return [
-        (api_version, kind, item["metadata"]["name"])
-        for api_version, kind in EASTWEST_KINDS
-        for item in cluster.api.list(
-            api_version, kind, namespace=ISTIO_NAMESPACE, label_selector=EASTWEST_SELECTOR
-        )
-        if not (item.get("metadata") or {}).get("deletionTimestamp")
-    ]
-
-
-def eastwest_gone_state(cluster: KubeCluster) -> Readiness:
-    left = eastwest_objects(cluster)
-    pending = tuple(f"{kind} {ISTIO_NAMESPACE}/{name} is left" for _, kind, name in left)
-    return Readiness(not left, pending, "none left")
-
-
-def delete_eastwest_op(step_phase: str, role: str) -> Op:
-    def action(clusters: Clusters) -> dict[str, Any]:
-        cluster = clusters[role]
-        deleted = [
-            f"{kind}/{name}"
-            for api_version, kind, name in eastwest_objects(cluster)
-            if cluster.delete(api_version, kind, name, ISTIO_NAMESPACE)
-        ]
-        return {f"eastwest_deleted_{role}": deleted}
-
-    kinds = ", ".join(kind for _, kind in EASTWEST_KINDS)
-    return call_op(
-        step_phase,
-        role,
-        "api",
-        step_text(
-            "east-west gateway",
-            f"delete the objects istioctl made for {EASTWEST} (IstioOperator "
-            f"{EASTWEST_OPERATOR}); `istioctl uninstall -f` removes none of them in 1.19",
-        ),
-        action,
-        f"LIST {kinds} in {ISTIO_NAMESPACE} with labels {EASTWEST_SELECTOR}; DELETE each",
-    )
-
-
-def parse_client_version(output: str) -> str | None:
-    match = re.search(r"(\d+\.\d+\.\d+)", output)
-    return match.group(1) if match else None
-
-
-def remote_clusters_state(output: str, expected: str) -> Readiness:
-    """``istioctl remote-clusters`` lists NAME SECRET STATUS ISTIOD; ``expected`` must be
-    ``synced`` for every istiod."""
-    rows = [line.split() for line in output.splitlines()[1:] if line.strip()]
-    mine = [row for row in rows if row and row[0] == expected]
-    if not mine:
-        return Readiness(
-            False,
-            (f"istiod does not list cluster {expected!r} (remote secret missing or misnamed)",),
-        )
-    unsynced = [" ".join(row) for row in mine if "synced" not in row]
-    if unsynced:
-        return Readiness(False, tuple(f"cluster {expected} not synced: {row}" for row in unsynced))
-    return Readiness(True, (), "synced")
-
-
-def _socket_addresses(value: Any) -> Iterator[tuple[str, int]]:
-    if isinstance(value, dict):
-        socket = value.get("socketAddress")
-        if isinstance(socket, dict) and "address" in socket:
-            yield str(socket["address"]), int(socket.get("portValue") or 0)
-        for child in value.values():
-            yield from _socket_addresses(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _socket_addresses(child)
-
-
-def remote_endpoint_state(output: str, gateway_address: str | None) -> Readiness:
-    """The client proxy's endpoints for nginx, from ``istioctl proxy-config endpoint -o
-    json``: in multi-network one must be the server cluster's east-west gateway on 15443.
-    Raw remote pod IPs mean a missing network label or gateway address; none at all means
-    a missing or broken remote secret (mesh-recipes.md section 1.8)."""
-    try:
-        document = json.loads(output or "[]")
-    except json.JSONDecodeError as exc:
-        return Readiness(False, (f"unreadable proxy-config output: {exc}",))
-    endpoints = sorted(set(_socket_addresses(document)))
-    if not endpoints:
-        return Readiness(
-            False, ("the client proxy has no endpoint for nginx: remote secret missing or broken",)
-        )
-    via_gateway = [(a, p) for a, p in endpoints if p == CROSS_NETWORK_PORT]
-    if not via_gateway:
-        shown = ", ".join(f"{a}:{p}" for a, p in endpoints)
-        return Readiness(
-            False,
-            (
-                f"the client proxy sees {shown}, not the server's east-west gateway on "
-                f"{CROSS_NETWORK_PORT}: network label or gateway address missing",
-            ),
-        )
-    ip_like = gateway_address and re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", gateway_address)
-    if ip_like and gateway_address not in {a for a, _ in via_gateway}:
-        shown = ", ".join(f"{a}:{p}" for a, p in via_gateway)
-        return Readiness(
-            False, (f"endpoints {shown} on {CROSS_NETWORK_PORT} are not {gateway_address}",)
-        )
-    return Readiness(True, (), [f"{a}:{p}" for a, p in via_gateway])
 
 
 class IstioInstaller(ComponentMeshInstaller):
@@ -360,239 +183,7 @@ class IstioInstaller(ComponentMeshInstaller):
 
     # ------------------------------------------------------------------ install
     def components(self, ctx: RunContext, iteration: int) -> list[Component]:
-        install = phase(iteration, "install_mesh")
-        uninstall = phase(iteration, "uninstall_mesh")
-        version = require_version(ctx, self.name)
-        timeout = self.timeouts.command
-        key = f"before-iteration-{iteration:02d}"
-
-        preflight = Component("preflight")
-        inventory_part = Component("inventory")
-        namespace_part = Component("namespace")
-        ca_part = Component("plug-in CA")
-        control_part = Component("control plane")
-        eastwest_part = Component("east-west gateway")
-        gateway_part = Component("cross-network gateway")
-        secrets_part = Component("remote secrets")
-
-        preflight.install.append(
-            call_op(
-                install,
-                "client",
-                "command",
-                step_text(
-                    "preflight",
-                    f"{ISTIOCTL} on the worker is version {version} (a client of another version "
-                    f"installs another Istio)",
-                ),
-                lambda clusters: self._check_cli(clusters, version),
-                f"{ISTIOCTL} version --remote=false",
-            )
-        )
-        ca_part.install.append(self._cacerts_op(ctx, install))
-
-        for role in ROLES:
-            inventory_part.install.append(
-                inventory.record_op(install, role, ctx, key, "Istio is installed")
-            )
-            inventory_part.uninstall.append(
-                inventory.verify_op(
-                    uninstall,
-                    role,
-                    ctx,
-                    key,
-                    "Istio was installed",
-                    self.timeouts.namespace_deletion,
-                )
-            )
-            namespace_part.install.append(
-                apply_op(
-                    install,
-                    role,
-                    [self.system_namespace(ctx, role)],
-                    step_text(
-                        "namespace",
-                        f"{ISTIO_NAMESPACE} labelled with network {self.network(role)} (before "
-                        f"istiod starts, which reads it for pods without sidecars)",
-                    ),
-                )
-            )
-            namespace_part.uninstall.append(
-                delete_op(
-                    uninstall,
-                    role,
-                    "v1",
-                    "Namespace",
-                    ISTIO_NAMESPACE,
-                    None,
-                    self.timeouts.namespace_deletion,
-                    step_text("namespace", f"delete {ISTIO_NAMESPACE} and wait until it is gone"),
-                )
-            )
-            ca_part.uninstall.append(
-                delete_op(
-                    uninstall,
-                    role,
-                    "v1",
-                    "Secret",
-                    CACERTS_SECRET,
-                    ISTIO_NAMESPACE,
-                    None,
-                    step_text("plug-in CA", f"delete Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET}"),
-                )
-            )
-            load_balancer = self.load_balancer_policy(ctx, role)
-            control_file = CliFile(
-                "control-plane.yaml", render([self.control_plane_operator(role, load_balancer)])
-            )
-            control_part.install.append(
-                cli_op(
-                    install,
-                    role,
-                    step_text(
-                        "control plane",
-                        f"istioctl install: mesh {self.settings.mesh_id}, cluster "
-                        f"{self.cluster_name(role)}, network {self.network(role)}",
-                    ),
-                    ISTIOCTL,
-                    [
-                        "install",
-                        "-y",
-                        "--readiness-timeout",
-                        f"{int(self.timeouts.rollout)}s",
-                        "-f",
-                        "{dir}/control-plane.yaml",
-                    ],
-                    timeout,
-                    files=[control_file],
-                )
-            )
-            control_part.uninstall.append(
-                cli_op(
-                    uninstall,
-                    role,
-                    step_text(
-                        "control plane",
-                        "istioctl uninstall --purge (istiod, webhooks, cluster roles, CRDs)",
-                    ),
-                    ISTIOCTL,
-                    ["uninstall", "-y", "--purge"],
-                    timeout,
-                )
-            )
-            eastwest_file = CliFile(
-                "eastwest.yaml", render([self.eastwest_operator(role, load_balancer)])
-            )
-            eastwest_part.install.append(
-                cli_op(
-                    install,
-                    role,
-                    step_text(
-                        "east-west gateway",
-                        f"istioctl install {EASTWEST} for network {self.network(role)} "
-                        f"(LoadBalancer ports 15021, 15443, 15012, 15017"
-                        + (
-                            ""
-                            if load_balancer.is_empty
-                            else "; the environment's load-balancer annotations and source ranges"
-                        )
-                        + ")",
-                    ),
-                    ISTIOCTL,
-                    [
-                        "install",
-                        "-y",
-                        "--readiness-timeout",
-                        f"{int(self.timeouts.rollout)}s",
-                        "-f",
-                        "{dir}/eastwest.yaml",
-                    ],
-                    timeout,
-                    files=[eastwest_file],
-                )
-            )
-            eastwest_part.uninstall += [
-                delete_eastwest_op(uninstall, role),
-                delete_op(
-                    uninstall,
-                    role,
-                    "v1",
-                    "Service",
-                    EASTWEST,
-                    ISTIO_NAMESPACE,
-                    self.timeouts.load_balancer,
-                    step_text(
-                        "east-west gateway",
-                        f"Service {EASTWEST} is gone (its cloud load balancer with it)",
-                    ),
-                ),
-                api_wait_op(
-                    uninstall,
-                    role,
-                    step_text("east-west gateway", f"nothing of {EASTWEST} is left"),
-                    eastwest_gone_state,
-                    self.timeouts.namespace_deletion,
-                    f"LIST the kinds above with labels {EASTWEST_SELECTOR} in "
-                    f"{ISTIO_NAMESPACE}: none left; up to {self.timeouts.namespace_deletion:g}s",
-                    record_as=f"eastwest_left_{role}",
-                ),
-            ]
-            gateway_part.install.append(
-                apply_op(
-                    install,
-                    role,
-                    [self.cross_network_gateway(ctx)],
-                    step_text(
-                        "cross-network gateway",
-                        f"expose *.local services on {CROSS_NETWORK_PORT} (AUTO_PASSTHROUGH)",
-                    ),
-                )
-            )
-            gateway_part.uninstall.append(
-                delete_op(
-                    uninstall,
-                    role,
-                    gateway_api_version(version),
-                    "Gateway",
-                    CROSS_NETWORK_GATEWAY,
-                    ISTIO_NAMESPACE,
-                    None,
-                    step_text(
-                        "cross-network gateway",
-                        f"delete Gateway {ISTIO_NAMESPACE}/{CROSS_NETWORK_GATEWAY}",
-                    ),
-                )
-            )
-        for target in ROLES:
-            described = other(target)
-            secrets_part.install.append(self._remote_secret_op(ctx, install, target, described))
-            secrets_part.uninstall.append(
-                delete_op(
-                    uninstall,
-                    target,
-                    "v1",
-                    "Secret",
-                    remote_secret_name(self.cluster_name(described)),
-                    ISTIO_NAMESPACE,
-                    None,
-                    step_text(
-                        "remote secrets",
-                        f"delete Secret {ISTIO_NAMESPACE}/"
-                        f"{remote_secret_name(self.cluster_name(described))} (it describes "
-                        f"the {described} cluster)",
-                    ),
-                )
-            )
-        return [
-            preflight,
-            inventory_part,
-            namespace_part,
-            ca_part,
-            control_part,
-            eastwest_part,
-            gateway_part,
-            secrets_part,
-        ]
+        return [build(self, ctx, iteration) for build in COMPONENT_BUILDERS]
 
     def _check_cli(self, clusters: Clusters, version: str) -> dict[str, Any]:
         result = clusters["client"].run(ISTIOCTL, ["version", "--remote=false"], timeout=60)

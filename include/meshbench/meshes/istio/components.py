@@ -1,0 +1,311 @@
+"""One builder per Istio component: each renders that component's install and uninstall ops
+for both clusters; ``IstioInstaller.components`` lists them in install order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from meshbench.backend import RunContext
+from meshbench.kube.ops import apply_op, call_op, delete_op
+from meshbench.meshes import inventory
+from meshbench.meshes.common import (
+    ROLES,
+    CliFile,
+    Component,
+    api_wait_op,
+    cli_op,
+    other,
+    phase,
+    render,
+    require_version,
+    step_text,
+)
+from meshbench.meshes.istio.resources import (
+    CROSS_NETWORK_GATEWAY,
+    CROSS_NETWORK_PORT,
+    EASTWEST,
+    EASTWEST_SELECTOR,
+    ISTIO_NAMESPACE,
+    ISTIOCTL,
+    delete_eastwest_op,
+    eastwest_gone_state,
+    gateway_api_version,
+    remote_secret_name,
+)
+from meshbench.meshes.pki import CACERTS_SECRET
+
+if TYPE_CHECKING:
+    from meshbench.meshes.istio.installer import IstioInstaller
+
+
+def preflight(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    version = require_version(ctx, installer.name)
+    part = Component("preflight")
+    part.install.append(
+        call_op(
+            install,
+            "client",
+            "command",
+            step_text(
+                "preflight",
+                f"{ISTIOCTL} on the worker is version {version} (a client of another version "
+                f"installs another Istio)",
+            ),
+            lambda clusters: installer._check_cli(clusters, version),
+            f"{ISTIOCTL} version --remote=false",
+        )
+    )
+    return part
+
+
+def inventory_component(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    return inventory.iteration_component(
+        ctx, iteration, "Istio", installer.timeouts.namespace_deletion
+    )
+
+
+def namespace(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    part = Component("namespace")
+    for role in ROLES:
+        part.install.append(
+            apply_op(
+                install,
+                role,
+                [installer.system_namespace(ctx, role)],
+                step_text(
+                    "namespace",
+                    f"{ISTIO_NAMESPACE} labelled with network {installer.network(role)} (before "
+                    f"istiod starts, which reads it for pods without sidecars)",
+                ),
+            )
+        )
+        part.uninstall.append(
+            delete_op(
+                uninstall,
+                role,
+                "v1",
+                "Namespace",
+                ISTIO_NAMESPACE,
+                None,
+                installer.timeouts.namespace_deletion,
+                step_text("namespace", f"delete {ISTIO_NAMESPACE} and wait until it is gone"),
+            )
+        )
+    return part
+
+
+def plugin_ca(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    part = Component("plug-in CA")
+    part.install.append(installer._cacerts_op(ctx, install))
+    for role in ROLES:
+        part.uninstall.append(
+            delete_op(
+                uninstall,
+                role,
+                "v1",
+                "Secret",
+                CACERTS_SECRET,
+                ISTIO_NAMESPACE,
+                None,
+                step_text("plug-in CA", f"delete Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET}"),
+            )
+        )
+    return part
+
+
+def control_plane(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    timeout = installer.timeouts.command
+    part = Component("control plane")
+    for role in ROLES:
+        load_balancer = installer.load_balancer_policy(ctx, role)
+        control_file = CliFile(
+            "control-plane.yaml", render([installer.control_plane_operator(role, load_balancer)])
+        )
+        part.install.append(
+            cli_op(
+                install,
+                role,
+                step_text(
+                    "control plane",
+                    f"istioctl install: mesh {installer.settings.mesh_id}, cluster "
+                    f"{installer.cluster_name(role)}, network {installer.network(role)}",
+                ),
+                ISTIOCTL,
+                [
+                    "install",
+                    "-y",
+                    "--readiness-timeout",
+                    f"{int(installer.timeouts.rollout)}s",
+                    "-f",
+                    "{dir}/control-plane.yaml",
+                ],
+                timeout,
+                files=[control_file],
+            )
+        )
+        part.uninstall.append(
+            cli_op(
+                uninstall,
+                role,
+                step_text(
+                    "control plane",
+                    "istioctl uninstall --purge (istiod, webhooks, cluster roles, CRDs)",
+                ),
+                ISTIOCTL,
+                ["uninstall", "-y", "--purge"],
+                timeout,
+            )
+        )
+    return part
+
+
+def eastwest_gateway(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    timeouts = installer.timeouts
+    part = Component("east-west gateway")
+    for role in ROLES:
+        load_balancer = installer.load_balancer_policy(ctx, role)
+        eastwest_file = CliFile(
+            "eastwest.yaml", render([installer.eastwest_operator(role, load_balancer)])
+        )
+        part.install.append(
+            cli_op(
+                install,
+                role,
+                step_text(
+                    "east-west gateway",
+                    f"istioctl install {EASTWEST} for network {installer.network(role)} "
+                    f"(LoadBalancer ports 15021, 15443, 15012, 15017"
+                    + (
+                        ""
+                        if load_balancer.is_empty
+                        else "; the environment's load-balancer annotations and source ranges"
+                    )
+                    + ")",
+                ),
+                ISTIOCTL,
+                [
+                    "install",
+                    "-y",
+                    "--readiness-timeout",
+                    f"{int(timeouts.rollout)}s",
+                    "-f",
+                    "{dir}/eastwest.yaml",
+                ],
+                timeouts.command,
+                files=[eastwest_file],
+            )
+        )
+        part.uninstall += [
+            delete_eastwest_op(uninstall, role),
+            delete_op(
+                uninstall,
+                role,
+                "v1",
+                "Service",
+                EASTWEST,
+                ISTIO_NAMESPACE,
+                timeouts.load_balancer,
+                step_text(
+                    "east-west gateway",
+                    f"Service {EASTWEST} is gone (its cloud load balancer with it)",
+                ),
+            ),
+            api_wait_op(
+                uninstall,
+                role,
+                step_text("east-west gateway", f"nothing of {EASTWEST} is left"),
+                eastwest_gone_state,
+                timeouts.namespace_deletion,
+                f"LIST the kinds above with labels {EASTWEST_SELECTOR} in "
+                f"{ISTIO_NAMESPACE}: none left; up to {timeouts.namespace_deletion:g}s",
+                record_as=f"eastwest_left_{role}",
+            ),
+        ]
+    return part
+
+
+def cross_network_gateway(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    version = require_version(ctx, installer.name)
+    part = Component("cross-network gateway")
+    for role in ROLES:
+        part.install.append(
+            apply_op(
+                install,
+                role,
+                [installer.cross_network_gateway(ctx)],
+                step_text(
+                    "cross-network gateway",
+                    f"expose *.local services on {CROSS_NETWORK_PORT} (AUTO_PASSTHROUGH)",
+                ),
+            )
+        )
+        part.uninstall.append(
+            delete_op(
+                uninstall,
+                role,
+                gateway_api_version(version),
+                "Gateway",
+                CROSS_NETWORK_GATEWAY,
+                ISTIO_NAMESPACE,
+                None,
+                step_text(
+                    "cross-network gateway",
+                    f"delete Gateway {ISTIO_NAMESPACE}/{CROSS_NETWORK_GATEWAY}",
+                ),
+            )
+        )
+    return part
+
+
+def remote_secrets(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
+    install = phase(iteration, "install_mesh")
+    uninstall = phase(iteration, "uninstall_mesh")
+    part = Component("remote secrets")
+    for target in ROLES:
+        described = other(target)
+        secret = remote_secret_name(installer.cluster_name(described))
+        part.install.append(installer._remote_secret_op(ctx, install, target, described))
+        part.uninstall.append(
+            delete_op(
+                uninstall,
+                target,
+                "v1",
+                "Secret",
+                secret,
+                ISTIO_NAMESPACE,
+                None,
+                step_text(
+                    "remote secrets",
+                    f"delete Secret {ISTIO_NAMESPACE}/{secret} (it describes "
+                    f"the {described} cluster)",
+                ),
+            )
+        )
+    return part
+
+
+ComponentBuilder = Callable[["IstioInstaller", RunContext, int], Component]
+
+# Install order; uninstall runs them backwards.
+COMPONENT_BUILDERS: tuple[ComponentBuilder, ...] = (
+    preflight,
+    inventory_component,
+    namespace,
+    plugin_ca,
+    control_plane,
+    eastwest_gateway,
+    cross_network_gateway,
+    remote_secrets,
+)
