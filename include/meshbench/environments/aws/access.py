@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from meshbench.environments.aws.constants import (
+    RESOURCE_NOT_FOUND,
     error_code,
 )
 from meshbench.kube.access import ClusterAccess, ClusterAccessError
@@ -78,7 +79,7 @@ class EksClusterAccess(ClusterAccess):
         except ClusterAccessError:
             raise
         except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == RESOURCE_NOT_FOUND:
                 raise ClusterAccessError(
                     f"{self.role} cluster: EKS cluster {self.cluster_name!r} does not exist"
                 ) from None

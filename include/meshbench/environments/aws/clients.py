@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import AwsEnvironment, BenchmarkConfig
 from meshbench.environments.aws.constants import (
     ENVIRONMENT,
+    RESOURCE_NOT_FOUND,
     TAG_SLUG,
     _waiter_config,
-    error_code,
 )
 from meshbench.environments.provider import (
     ClusterProvider,
 )
 from meshbench.kube.cluster import ApiFactory, default_api_factory
 from meshbench.kube.runner import CommandRunner
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,8 @@ class AwsClients(ClusterProvider):
     def _describe_cluster(self, name: str) -> dict[str, Any] | None:
         try:
             return self.eks.describe_cluster(name=name)["cluster"]
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == RESOURCE_NOT_FOUND:
                 return None
             raise
 
@@ -90,8 +89,8 @@ class AwsClients(ClusterProvider):
             return self.eks.describe_nodegroup(clusterName=cluster, nodegroupName=nodegroup)[
                 "nodegroup"
             ]
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == RESOURCE_NOT_FOUND:
                 return None
             raise
 

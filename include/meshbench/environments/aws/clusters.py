@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments.aws.constants import (
     CLUSTER_ADMIN_POLICY,
     ENVIRONMENT,
+    RESOURCE_IN_USE,
     TAG_CREATED_AT,
     TAG_DAG_ID,
     TAG_ENVIRONMENT,
@@ -18,7 +21,6 @@ from meshbench.environments.aws.constants import (
     TAG_ROLE,
     TAG_RUN_ID,
     TAG_SLUG,
-    error_code,
 )
 from meshbench.environments.aws.network import AwsNetwork, NetworkStack
 from meshbench.environments.provider import (
@@ -27,9 +29,6 @@ from meshbench.environments.provider import (
     tag_value,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +128,8 @@ class AwsClusters(AwsNetwork):
             )
             try:
                 self.eks_hook.create_cluster(**request)
-            except Exception as exc:
-                if error_code(exc) != "ResourceInUseException":
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
                     raise
                 log.info("EKS cluster %s appeared concurrently; adopting it", name)
             clusters[role] = {"name": name, "adopted": False}
@@ -159,8 +158,8 @@ class AwsClusters(AwsNetwork):
                 )
                 try:
                     self.eks_hook.create_nodegroup(**request)
-                except Exception as exc:
-                    if error_code(exc) != "ResourceInUseException":
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
                         raise
             clusters[role]["nodegroup"] = nodegroup
         for role in ROLES:
@@ -196,8 +195,8 @@ class AwsClusters(AwsNetwork):
             for principal in self.env.admin_principal_arns:
                 try:
                     self.eks.create_access_entry(clusterName=cluster, principalArn=principal)
-                except Exception as exc:
-                    if error_code(exc) != "ResourceInUseException":
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
                         raise StepFailed(
                             f"access entry for {principal} on {cluster}: {exc}"
                         ) from None

@@ -5,12 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from meshbench.config import AwsEnvironment
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +53,13 @@ STACK_ROLLED_BACK = frozenset({"ROLLBACK_COMPLETE"})
 STACK_DELETING = frozenset({"DELETE_IN_PROGRESS"})
 # Tags are read and written in batches of at most this many load balancers.
 _ELB_TAG_BATCH = 20
-_RESOURCE_IN_USE_RETRIES = 5
+# Attempts at a delete call while the resource is still settling from an earlier one.
+RESOURCE_IN_USE_RETRIES = 5
+RESOURCE_NOT_FOUND = "ResourceNotFoundException"
+RESOURCE_IN_USE = "ResourceInUseException"
+VALIDATION_ERROR = "ValidationError"
+ALREADY_EXISTS = "AlreadyExistsException"
+PERMISSION_DUPLICATE = "InvalidPermission.Duplicate"
 
 
 def error_code(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshbench.backend import RunContext
 from meshbench.environments.aws.constants import (
@@ -16,9 +16,6 @@ from meshbench.environments.provider import (
     isoformat,
     parse_timestamp,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

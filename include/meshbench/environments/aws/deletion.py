@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import tenacity
+from airflow.providers.amazon.aws.utils import build_resource_in_use_retry_args
+from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments.aws.constants import (
-    _RESOURCE_IN_USE_RETRIES,
+    RESOURCE_IN_USE_RETRIES,
+    RESOURCE_NOT_FOUND,
     _waiter_config,
-    error_code,
 )
 from meshbench.environments.aws.cost import AwsCost
 from meshbench.environments.provider import (
@@ -18,30 +21,30 @@ from meshbench.environments.provider import (
     utcnow,
 )
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 
 class AwsDeletion(AwsCost):
     # -- delete ------------------------------------------------------------------------
     def _delete_with_retries(self, what: str, call: Any, **params: Any) -> bool:
-        """Call a delete API; True when deleted, False when already gone."""
-        for attempt in range(1, _RESOURCE_IN_USE_RETRIES + 1):
-            try:
-                call(**params)
-                return True
-            except Exception as exc:
-                code = error_code(exc)
-                if code == "ResourceNotFoundException":
-                    return False
-                if code == "ResourceInUseException" and attempt < _RESOURCE_IN_USE_RETRIES:
-                    log.info("%s is busy (%s); retrying in %ds", what, exc, self.env.waiter_delay)
-                    time.sleep(self.env.waiter_delay)
-                    continue
-                raise
-        return False
+        """Call a delete API; True when deleted, False when already gone. A resource still
+        settling from an earlier call (ResourceInUseException) is retried with the Amazon
+        provider's predicate, bounded by this environment's waiter delay."""
+        retrying = tenacity.Retrying(
+            **{
+                **build_resource_in_use_retry_args(log),
+                "wait": tenacity.wait_fixed(self.env.waiter_delay),
+                "stop": tenacity.stop_after_attempt(RESOURCE_IN_USE_RETRIES),
+            }
+        )
+        try:
+            retrying(call, **params)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == RESOURCE_NOT_FOUND:
+                log.info("%s is already gone", what)
+                return False
+            raise
+        return True
 
     def delete_clusters_by_name(self, clusters: list[str]) -> dict[str, str]:
         """Delete node groups, then clusters, all in parallel; waits for both."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshbench.backend import RunContext
 from meshbench.environments.aws.constants import (
@@ -15,9 +15,6 @@ from meshbench.environments.aws.constants import (
     _chunks,
 )
 from meshbench.environments.aws.security_groups import AwsSecurityGroups
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

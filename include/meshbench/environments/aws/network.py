@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from meshbench.backend import StepFailed
 from meshbench.environments.aws.clients import AwsClients
 from meshbench.environments.aws.constants import (
+    ALREADY_EXISTS,
     ENVIRONMENT,
     NETWORK_TEMPLATE,
     STACK_BUSY,
@@ -21,8 +24,8 @@ from meshbench.environments.aws.constants import (
     TAG_KEEP,
     TAG_KIND,
     TAG_MANAGED,
+    VALIDATION_ERROR,
     _waiter_config,
-    error_code,
 )
 from meshbench.environments.aws.rules import (
     NEEDS_NODE_REACHABILITY,
@@ -32,9 +35,6 @@ from meshbench.environments.provider import (
     isoformat,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ class AwsNetwork(AwsClients):
     def _describe_stack(self, name: str) -> dict[str, Any] | None:
         try:
             stacks = self.cloudformation.describe_stacks(StackName=name)["Stacks"]
-        except Exception as exc:
-            if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == VALIDATION_ERROR and "does not exist" in str(exc):
                 return None
             raise
         return stacks[0] if stacks else None
@@ -131,8 +131,8 @@ class AwsNetwork(AwsClients):
                     Tags=self.network_tags(),
                 )
                 created = True
-            except Exception as exc:
-                if error_code(exc) != "AlreadyExistsException":
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != ALREADY_EXISTS:
                     raise
                 log.info("network stack %s was created concurrently; waiting for it", name)
             self._wait_stack("stack_create_complete", name)

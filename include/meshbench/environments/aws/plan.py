@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
 
 from meshbench.backend import RunContext, Step
 from meshbench.environments.aws.constants import (
@@ -24,9 +23,6 @@ from meshbench.environments.provider import (
     ROLES,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from meshbench.environments.aws.constants import (
     ENVIRONMENT,
@@ -20,9 +19,6 @@ from meshbench.environments.provider import (
     Leftover,
     parse_timestamp,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

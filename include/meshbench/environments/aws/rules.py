@@ -5,12 +5,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshbench.backend import StepFailed
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

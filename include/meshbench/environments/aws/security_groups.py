@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments.aws.clusters import AwsClusters
@@ -11,7 +13,7 @@ from meshbench.environments.aws.constants import (
     EKS_CLUSTER_TAG,
     EKS_NODE_CLUSTER_TAG,
     KUBERNETES_CLUSTER_TAG,
-    error_code,
+    PERMISSION_DUPLICATE,
 )
 from meshbench.environments.aws.rules import (
     PortRule,
@@ -23,9 +25,6 @@ from meshbench.environments.provider import (
 )
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.waits import Readiness
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +118,8 @@ class AwsSecurityGroups(AwsClusters):
                     self.ec2.authorize_security_group_ingress(
                         GroupId=group, IpPermissions=[permission]
                     )
-                except Exception as exc:
-                    if error_code(exc) != "InvalidPermission.Duplicate":
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != PERMISSION_DUPLICATE:
                         raise StepFailed(f"security group {group} of {cluster}: {exc}") from None
                 log.info(
                     "security group %s of %s: %s/%s-%s open to %s",
