@@ -6,9 +6,9 @@ a ``ClusterProvider`` as its cluster source, plus what creating clusters adds:
 * the plan is rendered without touching any cloud (the provider answers with
   placeholders while planning) and ends with the cost and duration estimate of the
   environment's whole matrix;
-* ``delete_clusters`` removes the run's namespace best effort (so the cloud controller
-  deletes the run's load balancers), always deletes the clusters, and returns the
-  cluster-minutes the run used.
+* ``delete_clusters`` removes the run's namespace and runs the mesh installer's
+  ``cleanup_pair_ops``, both best effort (so the cloud controller deletes the run's load
+  balancers), always deletes the clusters, and returns the cluster-minutes the run used.
 """
 
 from __future__ import annotations
@@ -61,8 +61,25 @@ class ProvisionedBackend(KubernetesBackend):
         except Exception as exc:  # unreachable or never-created clusters: delete them anyway
             namespace_note = f"not removed ({type(exc).__name__}: {exc})"
             log.warning("run namespace %s %s; deleting the clusters anyway", ctx.slug, exc)
+        cleanup_note = self._cleanup_pair(ctx)
         used = self.source.delete(ctx)
-        return {**used, "namespace": namespace_note}
+        return {**used, "namespace": namespace_note, "mesh_cleanup": cleanup_note}
+
+    def _cleanup_pair(self, ctx: RunContext) -> str:
+        """Undo what the installer's prepare_pair made (the plan lists these steps), best
+        effort: the clusters are deleted right after, so a failure here only leaves cluster
+        objects that go with them."""
+        ops = self.installer.cleanup_pair_ops(ctx)
+        if not ops:
+            return "nothing to clean up"
+        try:
+            self._run(ctx, ops)
+        except Exception as exc:  # unreachable or never-created clusters: delete them anyway
+            log.warning(
+                "mesh cleanup of %s failed (%s); deleting the clusters anyway", ctx.slug, exc
+            )
+            return f"not done ({type(exc).__name__}: {exc})"
+        return "done"
 
 
 def build_provisioned_backend(
