@@ -21,8 +21,6 @@ from meshbench.config import BenchmarkConfig
 from meshbench.environments.estimate import estimate_environment, render_estimate
 from meshbench.environments.kubernetes import KubernetesBackend
 from meshbench.environments.provider import ClusterProvider
-from meshbench.kube.cluster import ApiFactory, default_api_factory
-from meshbench.kube.runner import CommandRunner
 from meshbench.meshes.base import MeshInstaller
 
 log = logging.getLogger(__name__)
@@ -80,24 +78,3 @@ class ProvisionedBackend(KubernetesBackend):
             )
             return f"not done ({type(exc).__name__}: {exc})"
         return "done"
-
-
-def build_provisioned_backend(
-    config: BenchmarkConfig,
-    mesh: str,
-    provider: ClusterProvider,
-    *,
-    runner: CommandRunner,
-    api_factory: ApiFactory = default_api_factory,
-    **options: Any,
-) -> ProvisionedBackend:
-    from meshbench.meshes import get_installer
-
-    return ProvisionedBackend(
-        config,
-        provider,
-        get_installer(config, mesh),
-        runner=runner,
-        api_factory=api_factory,
-        **options,
-    )

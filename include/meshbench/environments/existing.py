@@ -16,11 +16,10 @@ from typing import Any
 
 from meshbench.backend import RunContext, Step, StepFailed
 from meshbench.config import BenchmarkConfig, ExistingEnvironment
-from meshbench.environments.kubernetes import ROLES, KubernetesBackend
+from meshbench.environments.kubernetes import ROLES, KubernetesBackend, build_kubernetes_backend
 from meshbench.kube.access import ConnectionAccess
 from meshbench.kube.cluster import ApiFactory, Clusters, default_api_factory
 from meshbench.kube.runner import CommandRunner
-from meshbench.meshes import get_installer
 
 log = logging.getLogger(__name__)
 
@@ -155,29 +154,7 @@ class ExistingClusters:
         return info
 
 
-def build_backend(
-    config: BenchmarkConfig,
-    mesh: str,
-    *,
-    runner: CommandRunner | None = None,
-    api_factory: ApiFactory = default_api_factory,
-    **options: Any,
-) -> KubernetesBackend:
-    """The registry's entry point; ``runner``/``api_factory`` let tests swap the outside
-    world (a fake kubectl, a fake API) without touching the rest."""
-    runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
-    source = ExistingClusters(config, runner=runner, api_factory=api_factory)
-    options.setdefault(
-        "metrics_server",
-        config.kubernetes.metrics_server.for_kubernetes(
-            config.environment("existing").kubernetes_version
-        ),
-    )
-    return KubernetesBackend(
-        config,
-        source,
-        get_installer(config, mesh),
-        runner=runner,
-        api_factory=api_factory,
-        **options,
-    )
+def build_backend(config: BenchmarkConfig, mesh: str, **options: Any) -> KubernetesBackend:
+    """The registry's entry point: the two clusters of the Airflow connections as the
+    source of the shared Kubernetes backend."""
+    return build_kubernetes_backend(config, mesh, ExistingClusters, **options)

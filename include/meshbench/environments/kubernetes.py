@@ -696,3 +696,37 @@ def _wait_not_terminating(cluster: KubeCluster, namespace: str, timeout: float) 
         return gone_state(api, "v1", "Namespace", namespace)
 
     cluster.wait(check, f"namespace {namespace} not terminating", timeout)
+
+
+def build_kubernetes_backend(
+    config: BenchmarkConfig,
+    mesh: str,
+    source_type: Callable[..., ClusterSource],
+    *,
+    backend_type: type[KubernetesBackend] = KubernetesBackend,
+    metrics_server: dict[str, Any] | None = None,
+    **options: Any,
+) -> KubernetesBackend:
+    """What each Kubernetes environment's registry entry builds: its cluster source and the
+    backend sharing one kubectl runner, with the metrics-server release that fits the
+    environment's Kubernetes version (``metrics_server`` adjusts its settings). Tests pass
+    ``runner`` and ``api_factory`` to swap kubectl and the Kubernetes API."""
+    from meshbench.meshes import get_installer
+
+    runner = options.pop("runner", None) or CommandRunner(
+        default_timeout=config.kubernetes.timeouts.command
+    )
+    api_factory = options.pop("api_factory", None) or default_api_factory
+    source = source_type(config, runner=runner, api_factory=api_factory)
+    release = config.kubernetes.metrics_server.for_kubernetes(
+        config.environment(source.environment).kubernetes_version
+    )
+    options.setdefault("metrics_server", release.model_copy(update=metrics_server or {}))
+    return backend_type(
+        config,
+        source,
+        get_installer(config, mesh),
+        runner=runner,
+        api_factory=api_factory,
+        **options,
+    )

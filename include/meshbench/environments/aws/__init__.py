@@ -68,8 +68,7 @@ from meshbench.environments.aws.rules import (
     node_rules,
     subnet_blocks,
 )
-from meshbench.kube.cluster import ApiFactory, default_api_factory
-from meshbench.kube.runner import CommandRunner
+from meshbench.environments.kubernetes import build_kubernetes_backend
 
 if TYPE_CHECKING:
     from meshbench.backend import Backend
@@ -145,26 +144,11 @@ class AwsProvider(AwsReaper):
         }
 
 
-def build_backend(
-    config: BenchmarkConfig,
-    mesh: str,
-    *,
-    runner: CommandRunner | None = None,
-    api_factory: ApiFactory = default_api_factory,
-    **options: Any,
-) -> Backend:
+def build_backend(config: BenchmarkConfig, mesh: str, **options: Any) -> Backend:
     """The registry's entry point: EKS clusters as the source of the shared Kubernetes
-    backend; ``runner``/``api_factory`` let tests swap kubectl and the Kubernetes API."""
-    from meshbench.environments.cloud import build_provisioned_backend
+    backend."""
+    from meshbench.environments.cloud import ProvisionedBackend
 
-    runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
-    provider = AwsProvider(config, runner=runner, api_factory=api_factory)
-    options.setdefault(
-        "metrics_server",
-        config.kubernetes.metrics_server.for_kubernetes(
-            config.environment("aws").kubernetes_version
-        ),
-    )
-    return build_provisioned_backend(
-        config, mesh, provider, runner=runner, api_factory=api_factory, **options
+    return build_kubernetes_backend(
+        config, mesh, AwsProvider, backend_type=ProvisionedBackend, **options
     )

@@ -11,10 +11,9 @@ from meshbench.environments.capi.create import ClusterCreation
 from meshbench.environments.capi.infrastructure import LoadBalancerSetup
 from meshbench.environments.capi.management import ENVIRONMENT
 from meshbench.environments.capi.teardown import ClusterTeardown
+from meshbench.environments.kubernetes import build_kubernetes_backend
 from meshbench.environments.provider import ROLES
-from meshbench.kube.cluster import ApiFactory, default_api_factory
 from meshbench.kube.ops import plan_steps, run_ops
-from meshbench.kube.runner import CommandRunner
 
 if TYPE_CHECKING:
     from meshbench.backend import Backend
@@ -81,26 +80,16 @@ class CapiProvider(ClusterCreation, LoadBalancerSetup, ClusterTeardown):
         return warnings
 
 
-def build_backend(
-    config: BenchmarkConfig,
-    mesh: str,
-    *,
-    runner: CommandRunner | None = None,
-    api_factory: ApiFactory = default_api_factory,
-    **options: Any,
-) -> Backend:
+def build_backend(config: BenchmarkConfig, mesh: str, **options: Any) -> Backend:
     """The registry's entry point. kubeadm clusters serve self-signed kubelet certificates,
     so metrics-server runs with ``--kubelet-insecure-tls`` here unless told otherwise."""
-    from meshbench.environments.cloud import build_provisioned_backend
+    from meshbench.environments.cloud import ProvisionedBackend
 
-    runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
-    options.setdefault(
-        "metrics_server",
-        config.kubernetes.metrics_server.for_kubernetes(
-            config.environment("capi").kubernetes_version
-        ).model_copy(update={"kubelet_insecure_tls": True}),
-    )
-    provider = CapiProvider(config, runner=runner, api_factory=api_factory)
-    return build_provisioned_backend(
-        config, mesh, provider, runner=runner, api_factory=api_factory, **options
+    return build_kubernetes_backend(
+        config,
+        mesh,
+        CapiProvider,
+        backend_type=ProvisionedBackend,
+        metrics_server={"kubelet_insecure_tls": True},
+        **options,
     )
