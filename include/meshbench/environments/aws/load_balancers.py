@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from meshbench.backend import RunContext
@@ -61,46 +61,38 @@ class AwsLoadBalancers(AwsSecurityGroups):
             return cluster in wanted if wanted is not None else cluster.startswith("mb-")
 
         elb = self.client("elb")
-        created = {
-            item["LoadBalancerName"]: item.get("CreatedTime")
+        classic = {
+            item["LoadBalancerName"]: item
             for page in elb.get_paginator("describe_load_balancers").paginate()
             for item in page["LoadBalancerDescriptions"]
         }
-        for batch in _chunks(list(created), _ELB_TAG_BATCH):
-            for description in elb.describe_tags(LoadBalancerNames=batch)["TagDescriptions"]:
-                tags = {tag["Key"]: tag["Value"] for tag in description.get("Tags", [])}
-                cluster = owner(tags)
-                if keep(cluster):
-                    name = description["LoadBalancerName"]
-                    found.append(
-                        {
-                            "type": "classic",
-                            "id": name,
-                            "cluster": cluster,
-                            "created": created.get(name),
-                        }
-                    )
+        for name, cluster in _owners(elb, classic, "LoadBalancerNames", "LoadBalancerName", owner):
+            if keep(cluster):
+                found.append(
+                    {
+                        "type": "classic",
+                        "id": name,
+                        "cluster": cluster,
+                        "created": classic[name].get("CreatedTime"),
+                    }
+                )
         elbv2 = self.client("elbv2")
         balancers = {
             item["LoadBalancerArn"]: item
             for page in elbv2.get_paginator("describe_load_balancers").paginate()
             for item in page["LoadBalancers"]
         }
-        for batch in _chunks(list(balancers), _ELB_TAG_BATCH):
-            for description in elbv2.describe_tags(ResourceArns=batch)["TagDescriptions"]:
-                tags = {tag["Key"]: tag["Value"] for tag in description.get("Tags", [])}
-                cluster = owner(tags)
-                if keep(cluster):
-                    arn = description["ResourceArn"]
-                    found.append(
-                        {
-                            "type": "v2",
-                            "id": arn,
-                            "name": balancers[arn].get("LoadBalancerName"),
-                            "cluster": cluster,
-                            "created": balancers[arn].get("CreatedTime"),
-                        }
-                    )
+        for arn, cluster in _owners(elbv2, balancers, "ResourceArns", "ResourceArn", owner):
+            if keep(cluster):
+                found.append(
+                    {
+                        "type": "v2",
+                        "id": arn,
+                        "name": balancers[arn].get("LoadBalancerName"),
+                        "cluster": cluster,
+                        "created": balancers[arn].get("CreatedTime"),
+                    }
+                )
         return found
 
     def delete_load_balancer(self, balancer: dict[str, Any]) -> None:
@@ -139,3 +131,18 @@ class AwsLoadBalancers(AwsSecurityGroups):
             except Exception as exc:  # best effort: the reaper retries tomorrow
                 log.warning("could not delete load balancer %s: %s", label, exc)
         return {"waited_for": waited_for, "force_deleted": forced}
+
+
+def _owners(
+    client: Any,
+    balancers: dict[str, Any],
+    request_key: str,
+    answer_key: str,
+    owner: Callable[[dict[str, str]], str | None],
+) -> Iterator[tuple[str, str | None]]:
+    """Each balancer's id with the cluster its tags name, asking for tags in batches (the
+    ELB APIs take at most 20 names per call)."""
+    for batch in _chunks(list(balancers), _ELB_TAG_BATCH):
+        for description in client.describe_tags(**{request_key: batch})["TagDescriptions"]:
+            tags = {tag["Key"]: tag["Value"] for tag in description.get("Tags", [])}
+            yield description[answer_key], owner(tags)
