@@ -679,8 +679,8 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         cluster_minutes=_cluster_minutes(pipeline, info, created, deleted),
     )
     report = load_run(engine, run, records, duration_tolerance=ctx.load.duration_tolerance)
-    measured_positive = judge_run(engine, report.run_id, ctx.load.min_positive, bool(stopped))
-    passed = measured_positive >= ctx.load.min_positive and not stopped
+    verdict = judge_run(engine, report.run_id, ctx.load.min_positive, bool(stopped))
+    measured_positive = verdict.positive_measured
     summary = {
         "run_id": report.run_id,
         "attempt": report.attempt,
@@ -699,7 +699,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
             f"pipeline; the {measured_positive} positive measured run(s) it made are loaded "
             "and the run is recorded as failed"
         )
-    if not passed:
+    if verdict.state != "success":
         raise TooFewPositives(
             f"{measured_positive} positive measured run(s), fewer than min_positive "
             f"{ctx.load.min_positive}; negatives: " + "; ".join(report.negatives)[:1500]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -435,13 +435,17 @@ def positive_measured_count(engine: Engine, run_id: int) -> int:
         ).scalar_one()
 
 
-def judge_run(engine: Engine, run_id: int, min_positive: int, stopped: bool = False) -> int:
+class RunVerdict(NamedTuple):
+    positive_measured: int
+    state: str  # success or failed
+
+
+def judge_run(engine: Engine, run_id: int, min_positive: int, stopped: bool = False) -> RunVerdict:
     """Record the run's state, the same rule for every way a run is made (a DAG run, a
     backfill, ``meshbench local run --load``): ``success`` when at least ``min_positive``
-    measured runs are positive and nothing stopped the run from outside, else ``failed``.
-    Returns the number of positive measured runs."""
+    measured runs are positive and nothing stopped the run from outside, else ``failed``."""
     positive = positive_measured_count(engine, run_id)
     state = "success" if positive >= min_positive and not stopped else "failed"
     with engine.begin() as connection:
         connection.execute(update(Run).where(Run.id == run_id).values(state=state))
-    return positive
+    return RunVerdict(positive, state)
