@@ -23,7 +23,6 @@ subprocess: task bodies import what they need when they run.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,8 @@ from meshbench.config import (
     load_config,
 )
 from meshbench.names import iteration_group
-from meshbench.pipeline.steps import ITERATION_STEPS, AirflowTask
+from meshbench.pipeline.graph import task_graph
+from meshbench.pipeline.steps import AirflowTask
 
 log = logging.getLogger(__name__)
 
@@ -324,50 +324,34 @@ def build_benchmark_dag(config: BenchmarkConfig, environment: str, mesh: str) ->
         params=trigger_params(config, environment, mesh),
         render_template_as_native_obj=False,
     ) as dag:
-        create = step("create_clusters", "create_clusters")
-        prepare = step("prepare_pair", "prepare_pair")
-        create >> prepare
-        previous = prepare
-        for iteration in range(1, load.iterations + 1):
-            with TaskGroup(group_id=iteration_group(iteration)) as group:
-                group.doc_md = f"Iteration {iteration}: install, prove ready, measure, remove."
-                tasks = {
-                    name: step(
-                        name,
-                        name,
-                        iteration,
-                        **(
-                            {"execution_timeout": _measure_timeout(config, environment, mesh)}
-                            if name in ("measure", "warmup")
-                            else {}
-                        ),
-                    )
-                    for name in ITERATION_STEPS
-                }
-                chain = [tasks[name] for name in ITERATION_STEPS]
-                for upstream, downstream in itertools.pairwise(chain):
-                    upstream >> downstream
+        operators: dict[str, Any] = {}
+        groups: dict[int, TaskGroup] = {}
+        for spec in task_graph(load.iterations):
+            extra: dict[str, Any] = {}
+            if spec.iteration is not None:
+                if spec.iteration not in groups:
+                    groups[spec.iteration] = TaskGroup(group_id=iteration_group(spec.iteration))
+                    groups[
+                        spec.iteration
+                    ].doc_md = f"Iteration {spec.iteration}: install, prove ready, measure, remove."
+                extra["task_group"] = groups[spec.iteration]
+            if spec.step in ("measure", "warmup"):
+                extra["execution_timeout"] = _measure_timeout(config, environment, mesh)
+            if spec.step == "load_results":
+                extra |= {"outlets": [RESULTS_ASSET], "retries": 1}
+            name = spec.step if spec.iteration is not None else spec.task_id
+            operator = step(name, spec.step, spec.iteration, **extra)
+            operators[spec.task_id] = operator
+            for upstream in spec.upstream:
+                operators[upstream] >> operator
+            if spec.setup is not None:
                 # on_failure_fail_dagrun keeps Airflow from treating each `measure` as a
-                # leaf (its only downstream would be an ignorable teardown): the run's
-                # state is decided by load_results alone, by the min_positive rule.
-                tasks["uninstall_mesh"].as_teardown(
-                    setups=tasks["install_mesh"], on_failure_fail_dagrun=True
-                )
-                tasks["uninstall_mesh"].trigger_rule = TriggerRule.ALL_DONE
-            # Iterations follow each other whatever the previous one's outcome.
-            tasks["install_mesh"].trigger_rule = TriggerRule.ALL_DONE
-            previous >> tasks["install_mesh"]
-            previous = tasks["uninstall_mesh"]
-        delete = step("delete_clusters", "delete_clusters")
-        previous >> delete
-        delete.as_teardown(setups=create, on_failure_fail_dagrun=True)
-        delete.trigger_rule = TriggerRule.ALL_DONE
-        load_results = step("load_results", "load_results", outlets=[RESULTS_ASSET], retries=1)
-        delete >> load_results
-        # A teardown too: marking the run failed skips pending tasks but lets teardowns run,
-        # so the results are loaded, and the load fails the run (it is the run's one leaf).
-        load_results.as_teardown(setups=create, on_failure_fail_dagrun=True)
-        load_results.trigger_rule = TriggerRule.ALL_DONE
+                # leaf (its only downstream would be an ignorable teardown), and lets
+                # marking the run failed skip pending tasks while teardowns still run: the
+                # run's state is decided by load_results alone, by the min_positive rule.
+                operator.as_teardown(setups=operators[spec.setup], on_failure_fail_dagrun=True)
+            if spec.runs_after_failures:
+                operator.trigger_rule = TriggerRule.ALL_DONE
     return dag
 
 
