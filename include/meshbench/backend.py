@@ -137,6 +137,16 @@ class Backend(abc.ABC):
 
     def __init__(self, config: BenchmarkConfig) -> None:
         self.config = config
+        # True where one process runs the whole run (``meshbench local run``): backends
+        # whose resources are processes record it as their owner, so a killed run's
+        # leftovers are reaped as soon as that process is gone.
+        self.owned_by_this_process = False
+
+    def reclaim_machine(self, silent_run_prefix: str | None) -> None:
+        """Called by a run that holds the machine as it takes it: remove what killed runs
+        left, and what ``silent_run_prefix`` (the run it took the machine from) started.
+        Only backends that hold the machine have anything to reclaim."""
+        return None
 
     @abc.abstractmethod
     def plan(self, ctx: RunContext) -> Plan:

@@ -3,17 +3,18 @@ loaded into a real Postgres; then nothing of the run may be left on the machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE
 from meshbench.local import netns
 from meshbench.local.backend import LocalBackend
 from meshbench.local.reaper import find_leftovers
 from meshbench.local.runner import LocalRun, run_local
-from meshbench.results.loader import load_run
+from meshbench.results import migrate
 from tests.local.conftest import local_config, make_context, needs_netns, short_profile
 
 pytestmark = [pytest.mark.netns, pytest.mark.postgres, pytest.mark.slow]
@@ -31,8 +32,17 @@ def assert_nothing_left(run: LocalRun) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalRun]:
-    """One short run per mesh, made once for this module's tests."""
+def local_results(fresh_database) -> Iterator[Engine]:
+    """A results database of this module's own, which its runs are loaded into."""
+    engine = create_engine(fresh_database(), future=True)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, local_results: Engine) -> dict[str, LocalRun]:
+    """One short run per mesh, made and loaded once for this module's tests."""
     state_root = tmp_path_factory.mktemp("local-state")
     made = {}
     for mesh in MESHES:
@@ -40,7 +50,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalRun]:
         ctx = make_context(
             config, mesh, short_profile(warmup=mesh == "baseline", warmup_duration=1.0)
         )
-        made[mesh] = run_local(LocalBackend(config, mesh, state_root=state_root), ctx)
+        backend = LocalBackend(config, mesh, state_root=state_root)
+        made[mesh] = run_local(backend, ctx, engine=local_results)
     return made
 
 
@@ -83,18 +94,24 @@ def test_mesh_runs_end_to_end_and_leaves_nothing(runs: dict[str, LocalRun], mesh
 
 @needs_netns
 def test_results_load_as_positive_measurements(
-    runs: dict[str, LocalRun], clean_results: Engine
+    runs: dict[str, LocalRun], local_results: Engine
 ) -> None:
     for mesh, run in runs.items():
-        report = load_run(clean_results, run.run_record(source="pytest"), run.measurements)
+        assert run.loaded is not None and run.state == "success", (mesh, run.task_states)
+        negatives = run.loaded["negatives"]
+        assert negatives == [] or all("warmup" in n for n in negatives), (mesh, negatives)
+        with local_results.connect() as connection:
+            stored, positive = connection.execute(
+                text(
+                    "SELECT count(*), count(*) FILTER (WHERE positive) FROM measurement "
+                    "WHERE run_id = :run"
+                ),
+                {"run": run.loaded["run_id"]},
+            ).one()
         judged = [m for m in run.measurements if m.phase != "warmup"]
-        assert report.inserted == len(run.measurements)
-        assert report.negatives == [] or all("warmup" in n for n in report.negatives), (
-            mesh,
-            report.negatives,
-        )
-        assert report.positive >= len(judged)
-    with clean_results.connect() as connection:
+        assert stored == len(run.measurements)
+        assert positive >= len(judged)
+    with local_results.connect() as connection:
         rows = connection.execute(
             text(
                 "SELECT r.mesh, m.phase, m.positive, m.avg_ms, m.request_count, m.socket_count, "

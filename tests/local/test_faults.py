@@ -21,7 +21,6 @@ from meshbench.local import counters, netns, nginx, processes
 from meshbench.local.backend import LocalBackend
 from meshbench.local.reaper import find_leftovers
 from meshbench.local.runner import LocalRun, run_local
-from meshbench.results.loader import load_run
 from tests.local.conftest import local_config, make_context, needs_netns, short_profile
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -43,7 +42,11 @@ class Fault:
 
 
 def run_with_fault(
-    mesh: str, component: str, state_root: Path, status_codes: str = "inferred"
+    mesh: str,
+    component: str,
+    state_root: Path,
+    status_codes: str = "inferred",
+    engine: Engine | None = None,
 ) -> tuple[LocalRun, Fault]:
     config = local_config(network_mode="netns", status_codes=status_codes)
     backend = LocalBackend(config, mesh, state_root=state_root)
@@ -51,7 +54,7 @@ def run_with_fault(
     fault = Fault()
     injectors: list[threading.Thread] = []
 
-    def hook(run: LocalRun, iteration: int, phase: str, run_index: int) -> None:
+    def hook(iteration: int, phase: str, run_index: int) -> None:
         if phase != PHASE_MEASURED:
             return
         state = backend.folder(ctx).read()
@@ -98,7 +101,7 @@ def run_with_fault(
         injectors.append(injector)
         injector.start()
 
-    run = run_local(backend, ctx, paired_baseline=False, during_run=hook)
+    run = run_local(backend, ctx, paired_baseline=False, during_run=hook, engine=engine)
     for injector in injectors:
         injector.join(WAIT_SECONDS)
     assert fault.problem is None, fault.problem
@@ -163,9 +166,9 @@ def test_killing_the_gateway_envoy_mid_run(tmp_path: Path, status_codes: str) ->
 @needs_netns
 @pytest.mark.postgres
 def test_fault_is_stored_as_negative_with_its_reason(tmp_path: Path, clean_results: Engine) -> None:
-    run, _ = run_with_fault("baseline", "nginx", tmp_path)
-    report = load_run(clean_results, run.run_record(source="pytest"), run.measurements)
-    assert report.negative == 1 and report.positive == 0
+    run, _ = run_with_fault("baseline", "nginx", tmp_path, engine=clean_results)
+    assert run.loaded is not None
+    assert len(run.loaded["negatives"]) == 1 and run.loaded["positive_measured"] == 0
     with clean_results.connect() as connection:
         row = connection.execute(
             text("SELECT positive, reason, raw IS NOT NULL AS has_raw FROM measurement")

@@ -32,6 +32,7 @@ class ReplayBackend(Backend):
         self.fail = fail or {}
         self.bad_runs = bad_runs
         self.calls: list[str] = []
+        self.reclaimed: list[str | None] = []
         self.files = sorted(SEED.glob("*.json"))
 
     def _step(self, name: str) -> dict[str, Any]:
@@ -39,6 +40,9 @@ class ReplayBackend(Backend):
         if name in self.fail:
             raise StepFailed(self.fail[name])
         return {"step": name}
+
+    def reclaim_machine(self, silent_run_prefix: str | None) -> None:
+        self.reclaimed.append(silent_run_prefix)
 
     def plan(self, ctx: RunContext) -> Plan:
         return Plan(ctx.environment, ctx.mesh, (Step("measure", "process", "replay"),))

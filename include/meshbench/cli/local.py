@@ -111,11 +111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from meshbench.backend import RunContext
     from meshbench.config import load_config
-    from meshbench.local.backend import LocalBackend
-    from meshbench.local.runner import run_local
-    from meshbench.pipeline.steps import effective_load
+    from meshbench.local.runner import CLI_LOAD_PROFILE, with_paired_baseline
+    from meshbench.pipeline.inprocess import run_in_process
+    from meshbench.pipeline.steps import RunObserver, effective_load
+    from meshbench.results.loader import negative_reason
 
     config = load_config()
     base = config.load_profile_for("local")
@@ -130,69 +130,72 @@ def _run(args: argparse.Namespace) -> int:
         "warmup_duration": args.warmup or args.duration,
     }
     try:
-        # Sized as a triggered DAG run is (fewer runs lower min_positive with them), so a
-        # loaded run's state means what a DAG run's does.
+        # Sized as a triggered DAG run is (fewer runs lower min_positive with them), so the
+        # run's state means what a DAG run's does.
         sized = effective_load(base, sizes)
         load = type(base).model_validate({**sized.model_dump(), **updates})
     except Exception as exc:
         raise ConfigError(f"load settings {sizes | updates}: {exc}") from None
-    ctx = RunContext(
-        config=config,
-        environment="local",
-        mesh=args.mesh,
-        dag_id=f"meshbench_local_{args.mesh.replace('-', '_')}_cli",
-        run_id=f"cli__{time.strftime('%Y%m%dT%H%M%S')}",
-        load=load,
-        labels={"environment": "local", "mesh": args.mesh, "source": "meshbench local run"},
-    )
-    backend = LocalBackend(config, args.mesh)
+    if args.no_paired_baseline:
+        config = with_paired_baseline(config, False)
+    engine = None
+    if args.load:
+        from meshbench.results import migrate
+        from meshbench.results.db import get_engine
+
+        engine = get_engine()
+        migrate.upgrade(engine)
+    dag_id = f"meshbench_local_{args.mesh.replace('-', '_')}_cli"
+    run_id = f"cli__{time.strftime('%Y%m%dT%H%M%S')}"
     console = Console(width=200)
     console.print(
         f"[bold]meshbench local run[/bold]: {args.mesh}, {load.iterations} "
         f"iteration(s) × {load.runs_per_iteration} run(s) of {load.duration:g} s, "
-        f"c={load.connections} (resources {ctx.resource_prefix})"
+        f"c={load.connections}, at least {load.min_positive} positive"
     )
-    paired = False if args.no_paired_baseline else None
-    run = run_local(
-        backend,
-        ctx,
-        paired_baseline=paired,
-        on_measurement=lambda record: console.print(
-            f"  iteration {record.iteration} {record.phase} run {record.run_index}: "
-            f"{_short(record.outcome)}"
+    run = run_in_process(
+        config,
+        "local",
+        args.mesh,
+        dag_id=dag_id,
+        run_id=run_id,
+        load=load,
+        load_profile_name=CLI_LOAD_PROFILE,
+        engine=engine,
+        loads_results=args.load,
+        observer=RunObserver(
+            after_load_run=lambda record: console.print(
+                f"  iteration {record.iteration} {record.phase} run {record.run_index}: "
+                f"{_short(record.outcome)}"
+            )
         ),
     )
-    console.print(result_table(run.measurements, load.duration_tolerance))
+    tolerance = load.duration_tolerance
+    console.print(result_table(run.measurements, tolerance))
+    negatives = {id(record): negative_reason(record, tolerance) for record in run.measurements}
     for record in run.measurements:
-        verdict = _verdict(record.outcome, load.duration_tolerance)
-        if verdict is not None:
+        if negatives[id(record)] is not None:
             console.print(
                 f"[red]negative[/red] iteration {record.iteration} {record.phase} run "
-                f"{record.run_index}: {verdict}"
+                f"{record.run_index}: {negatives[id(record)]}"
             )
-    for problem in [*run.failures.values(), *run.teardown_problems]:
-        console.print(f"[red]problem:[/red] {problem}")
-    if args.load:
-        from meshbench.results import migrate
-        from meshbench.results.db import get_engine
-        from meshbench.results.loader import judge_run, load_run
-
-        engine = get_engine()
-        migrate.upgrade(engine)
-        report = load_run(
-            engine, run.run_record(), run.measurements, duration_tolerance=load.duration_tolerance
-        )
-        judge_run(engine, report.run_id, load.min_positive)
+    for task_id, reason in run.failures.items():
+        console.print(f"[red]failed:[/red] {task_id}: {reason}")
+    for problem in run.teardown_problems:
+        console.print(f"[red]teardown problem:[/red] {problem}")
+    if run.loaded is not None:
+        positive = sum(1 for reason in negatives.values() if reason is None)
         console.print(
-            f"loaded as run {report.run_id} (attempt {report.attempt}): "
-            f"{report.inserted} measurement(s), {report.positive} positive, "
-            f"{report.negative} negative"
+            f"loaded as run {run.loaded['run_id']} (attempt {run.loaded['attempt']}): "
+            f"{len(run.measurements)} measurement(s), {positive} positive, "
+            f"{len(run.measurements) - positive} negative"
         )
-    if run.teardown_problems:
-        return 1
-    return (
-        0 if all(_verdict(m.outcome, load.duration_tolerance) is None for m in run.measured) else 1
+    console.print(f"raw results: {run.artifacts}")
+    console.print(
+        f"run {run.state}: {run.positive_measured} positive measured run(s), "
+        f"at least {load.min_positive} needed"
     )
+    return 0 if run.state == "success" and not run.teardown_problems else 1
 
 
 def _short(outcome: Any) -> str:
@@ -202,26 +205,10 @@ def _short(outcome: Any) -> str:
     return f"{text}; {outcome.failure}" if outcome.failure else text
 
 
-def _verdict(outcome: Any, tolerance: float) -> str | None:
-    """None for a positive measurement, else why it is negative (the loader's rules)."""
-    from meshbench.results.fortio import ResultFormatError, judge, parse_result, reported_error
-
-    reasons = [outcome.failure] if outcome.failure else []
-    raw = outcome.raw_result
-    if raw is None:
-        return "; ".join(reasons) or "no result"
-    error = reported_error(raw)
-    if error:
-        return "; ".join([*reasons, error])
-    try:
-        reasons += judge(parse_result(raw, "result"), tolerance).reasons
-    except ResultFormatError as exc:
-        reasons.append(str(exc))
-    return "; ".join(reasons) or None
-
-
 def result_table(measurements: list[Any], tolerance: float) -> Any:
     from rich.table import Table
+
+    from meshbench.results.loader import negative_reason
 
     table = Table(title="local measurements (latencies in µs)")
     for column in (
@@ -259,7 +246,7 @@ def result_table(measurements: list[Any], tolerance: float) -> Any:
         def micro(seconds: float | None) -> str:
             return "" if seconds is None else f"{seconds * 1e6:,.0f}"
 
-        verdict = _verdict(outcome, tolerance)
+        verdict = negative_reason(record, tolerance)
         table.add_row(
             str(record.iteration),
             record.phase,

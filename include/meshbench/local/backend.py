@@ -24,6 +24,7 @@ from meshbench.local.meshes.base import DIRECT, WORKLOAD, WORKLOAD_DESCRIPTION, 
 from meshbench.local.ops import LocalOp, run_ops
 from meshbench.local.plan import local_plan
 from meshbench.local.processes import ProcessRecord
+from meshbench.local.reaper import reap, reap_orphans
 from meshbench.local.state import RunFolder, RunState, default_root, now_iso, this_process
 from meshbench.local.topology import Topology, plan_topology
 
@@ -47,11 +48,14 @@ class LocalBackend(Backend):
         self.mesh = mesh
         self.settings: LocalEnvironment = config.environments.local
         self.state_root = state_root or default_root()
-        # True where one process runs the whole run (run_local): it is recorded as the
-        # run's owner, so the run is reaped as soon as that process is gone.
-        self.owned_by_this_process = False
         # Every step this backend object started, in order (tests compare it with the plan).
         self.executed_steps: list[Step] = []
+
+    def reclaim_machine(self, silent_run_prefix: str | None) -> None:
+        reap_orphans(self.state_root)
+        if silent_run_prefix is not None:
+            report = reap(self.state_root, only=[silent_run_prefix])
+            log.warning("reaped what the silent run %s left: %s", silent_run_prefix, report)
 
     # ----------------------------------------------------------------- helpers
 

@@ -1,4 +1,5 @@
-"""The local environment's machine lease: one local DAG run at a time on a machine.
+"""The local environment's machine lease: one local run at a time on a machine, DAG runs
+and ``meshbench local run`` alike.
 
 The one-slot pool keeps local tasks from running at once, but tasks of several DAG runs
 (three local DAGs on one schedule, a backfill beside a scheduled run) would still
@@ -10,7 +11,8 @@ Each step of the holder renews the lease, recording its process. A lease whose p
 gone and that no step renewed for ``ORPHAN_AFTER_SECONDS`` (more than the gap between two
 tasks), or that nobody renewed for ``stale_after``, belongs to a run that died without
 its teardown (a killed scheduler, an interrupted ``make run``); the next run takes it
-over and reaps what the dead run left.
+over and reaps what the dead run left. A run made in one process is free to take over
+as soon as that process is gone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class Holder:
     prefix: str  # the run's resource prefix, mb-<slug>
     renewed_at: float
     pid: int = 0  # the process of the step that renewed it last
+    # The whole run is in that one process (``meshbench local run``): there is no gap
+    # between tasks to wait out, so the lease is free the moment the process is gone.
+    single_process: bool = False
 
     def age(self) -> float:
         return time.time() - self.renewed_at
@@ -57,6 +62,8 @@ class Holder:
     def is_stale(self, stale_after: float) -> bool:
         if self.age() > stale_after:
             return True
+        if self.single_process:
+            return not self.process_alive()
         return self.age() > ORPHAN_AFTER_SECONDS and not self.process_alive()
 
 
@@ -93,12 +100,15 @@ def current() -> Holder | None:
         return _read(path)
 
 
-def acquire(owner: str, prefix: str, stale_after: float) -> tuple[bool, Holder | None]:
+def acquire(
+    owner: str, prefix: str, stale_after: float, single_process: bool = False
+) -> tuple[bool, Holder | None]:
     """Take the lease; returns (taken, the previous holder if it was stale, else the holder)."""
     with _locked() as path:
         holder = _read(path)
+        taken = Holder(owner, prefix, time.time(), os.getpid(), single_process)
         if holder is None or holder.owner == owner:
-            _write(path, Holder(owner, prefix, time.time(), os.getpid()))
+            _write(path, taken)
             return True, None
         if holder.is_stale(stale_after):
             log.warning(
@@ -107,23 +117,26 @@ def acquire(owner: str, prefix: str, stale_after: float) -> tuple[bool, Holder |
                 holder.age(),
                 "alive" if holder.process_alive() else "gone",
             )
-            _write(path, Holder(owner, prefix, time.time(), os.getpid()))
+            _write(path, taken)
             return True, holder
         return False, holder
 
 
-def renew(owner: str) -> bool:
-    """Renew the lease if ``owner`` holds it; False (and a warning) otherwise."""
+def renew(owner: str, quiet: bool = False) -> bool:
+    """Renew the lease if ``owner`` holds it; False otherwise, with a warning unless
+    ``quiet`` (teardowns run after the lease is released, or lost, by design)."""
     with _locked() as path:
         holder = _read(path)
         if holder is None or holder.owner != owner:
+            if quiet:
+                return False
             log.warning(
                 "the local lease is held by %s, not by %s",
                 holder.owner if holder else "nobody",
                 owner,
             )
             return False
-        _write(path, Holder(holder.owner, holder.prefix, time.time(), os.getpid()))
+        _write(path, replace(holder, renewed_at=time.time(), pid=os.getpid()))
         return True
 
 

@@ -34,6 +34,7 @@ from meshbench.config import BenchmarkConfig, LoadProfile, parse_duration
 from meshbench.names import iteration_group, iteration_task_id
 from meshbench.pipeline import lease
 from meshbench.pipeline.artifacts import ArtifactStore, now_iso
+from meshbench.pipeline.graph import ITERATION_STEPS, TEARDOWN_STEPS
 from meshbench.pipeline.params import TriggerParamsInvalid, check_trigger
 from meshbench.registry import get_backend
 from meshbench.results.loader import (
@@ -45,16 +46,6 @@ from meshbench.results.models import Run
 
 log = logging.getLogger(__name__)
 
-ITERATION_STEPS = (
-    "install_mesh",
-    "wait_mesh_ready",
-    "deploy_workloads",
-    "wait_workloads_ready",
-    "warmup",
-    "measure",
-    "uninstall_mesh",
-)
-TEARDOWN_STEPS = ("uninstall_mesh", "delete_clusters", "load_results")
 # Steps that find out first that the results database is not migrated: before anything is
 # measured, and before loading.
 SCHEMA_CHECKED_STEPS = ("create_clusters", "load_results")
@@ -101,6 +92,8 @@ class TaskRun:
     try_number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     purpose: str = "manual"  # scheduled, backfill, manual or test (see results.models)
+    # What made the run: "airflow" for DAG runs, "cli" for `meshbench local run`.
+    origin: str = "airflow"
     # What Airflow holds for the run's tasks (None outside Airflow).
     task_states: Callable[[], dict[str, AirflowTask]] | None = field(default=None, compare=False)
 
@@ -134,9 +127,15 @@ def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
 
 
 def build_context(
-    config: BenchmarkConfig, environment: str, mesh: str, task: TaskRun
+    config: BenchmarkConfig,
+    environment: str,
+    mesh: str,
+    task: TaskRun,
+    load: LoadProfile | None = None,
 ) -> RunContext:
-    load = effective_load(config.load_profile_for(environment), task.params)
+    """The run's context; ``load`` replaces the configured profile and the trigger form."""
+    if load is None:
+        load = effective_load(config.load_profile_for(environment), task.params)
     version = task.params.get("mesh_version") or config.mesh_version(environment, mesh)
     return RunContext(
         config=config,
@@ -168,8 +167,22 @@ def task_record(run_dir, kind: str, task_id: str):
     return run_dir / kind / f"{task_id}.json"
 
 
+@dataclass(frozen=True)
+class RunObserver:
+    """Called around each load-generator run of a run driven in this process: progress
+    output, and tests that inject faults while the load runs."""
+
+    before_load_run: Callable[[int, str, int], None] | None = None
+    after_load_run: Callable[[MeasurementRecord], None] | None = None
+
+
 class Pipeline:
-    """The steps of one environment × mesh DAG run."""
+    """The steps of one environment × mesh DAG run.
+
+    ``load`` (named ``load_profile_name``) replaces the configured load profile; ``engine``
+    is the results database (the default one when None); ``loads_results`` False makes a
+    run that never touches the database (``meshbench local run`` without ``--load``).
+    """
 
     def __init__(
         self,
@@ -178,13 +191,23 @@ class Pipeline:
         mesh: str,
         task: TaskRun,
         backend: Backend | None = None,
+        *,
+        load: LoadProfile | None = None,
+        load_profile_name: str | None = None,
+        engine: Engine | None = None,
+        loads_results: bool = True,
+        observer: RunObserver | None = None,
     ) -> None:
         self.config = config
         self.environment = environment
         self.mesh = mesh
         self.task = task
-        self.ctx = build_context(config, environment, mesh, task)
+        self.ctx = build_context(config, environment, mesh, task, load)
+        self.load_profile_name = load_profile_name or config.load_profile_name_for(environment)
         self.backend = backend or get_backend(config, environment, mesh)
+        self.engine = engine
+        self.loads_results = loads_results
+        self.observer = observer or RunObserver()
         self.store = ArtifactStore(config)
         self.run_dir = self.store.run_dir(task.dag_id, task.run_id, task.attempt)
 
@@ -219,11 +242,10 @@ class Pipeline:
             if step == "create_clusters":
                 # Runs triggered past the API server's check (the CLI) are checked here.
                 check_trigger(self.config, self.task.dag_id, self.task.params)
-            if step in SCHEMA_CHECKED_STEPS:
+            if step in SCHEMA_CHECKED_STEPS and self.loads_results:
                 from meshbench.results import migrate
-                from meshbench.results.db import get_engine
 
-                migrate.require_current(get_engine())
+                migrate.require_current(self.results_engine())
             self._hold_machine(step)
             self._mark_started(task_id)
             injected = os.environ.get(INJECT_FAILURE_ENV_VAR, "")
@@ -284,7 +306,8 @@ class Pipeline:
         if not self._holds_machine():
             return
         if step != "create_clusters":
-            if lease.renew(self.lease_owner) or step in TEARDOWN_STEPS:
+            teardown = step in TEARDOWN_STEPS
+            if lease.renew(self.lease_owner, quiet=teardown) or teardown:
                 return
             holder = lease.current()
             if holder is not None:
@@ -296,22 +319,19 @@ class Pipeline:
                 )
             return
         taken, holder = lease.acquire(
-            self.lease_owner, self.ctx.resource_prefix, self._lease_stale_after()
+            self.lease_owner,
+            self.ctx.resource_prefix,
+            self._lease_stale_after(),
+            single_process=self.backend.owned_by_this_process,
         )
         if not taken:
             raise StepRescheduled(
                 f"another local run holds this machine: {holder.owner} "
                 f"(renewed {holder.age():.0f} s ago)"
             )
-        from meshbench.local.reaper import reap_orphans
-
-        # Runs of `meshbench local run` whose process was killed hold no lease.
-        reap_orphans()
-        if holder is not None:
-            from meshbench.local.reaper import reap
-
-            report = reap(only=[holder.prefix])
-            log.warning("reaped what the silent run %s left: %s", holder.owner, report)
+        # A killed run's lease goes stale only after a while; what it left is removed as
+        # soon as its owning process is gone.
+        self.backend.reclaim_machine(holder.prefix if holder is not None else None)
 
     def _guard(self, step: str, iteration: int | None) -> None:
         if iteration is not None and iteration > self.ctx.load.iterations:
@@ -363,6 +383,8 @@ class Pipeline:
             document = self.store.read_json(path)
         else:
             began = time.monotonic()
+            if self.observer.before_load_run is not None:
+                self.observer.before_load_run(iteration, phase, run_index)
             with exclusive_benchmark(f"{self.task.dag_id} {self.task.task_id}"):
                 outcome = self.backend.run_load(self.ctx, iteration, phase, run_index)
             if self._holds_machine():
@@ -381,6 +403,17 @@ class Pipeline:
                 "resource_samples": outcome.resource_samples,
             }
             self.store.write_json(path, document)
+            if self.observer.after_load_run is not None:
+                self.observer.after_load_run(
+                    MeasurementRecord(
+                        iteration=iteration,
+                        phase=phase,
+                        run_index=run_index,
+                        outcome=outcome,
+                        artifact_uri=str(path),
+                        source=str(path),
+                    )
+                )
         return {
             "phase": phase,
             "run_index": run_index,
@@ -406,10 +439,15 @@ class Pipeline:
             runs.append(self._load_one(iteration, PHASE_MEASURED, run_index))
         return {"runs": runs}
 
-    def _load_results(self, _: int | None) -> dict[str, Any]:
-        from meshbench.results.db import get_engine
+    def results_engine(self) -> Engine:
+        if self.engine is None:
+            from meshbench.results.db import get_engine
 
-        return collect_and_load(self, get_engine())
+            self.engine = get_engine()
+        return self.engine
+
+    def _load_results(self, _: int | None) -> dict[str, Any]:
+        return collect_and_load(self, self.results_engine())
 
 
 # ------------------------------------------------------------------- collection
@@ -522,6 +560,12 @@ def _cluster_minutes(
     return 2 * (end - start).total_seconds() / 60.0
 
 
+def _run_order(document: dict[str, Any]) -> tuple[int, int, int]:
+    """Where a kept run stood in its iteration: the warm-up, then B1 M1 B2 M2 ..."""
+    phase = document["phase"]
+    return (phase != PHASE_WARMUP, document["run_index"], phase == PHASE_MEASURED)
+
+
 def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
     """Every measurement of the run: kept artifacts, and negatives for runs never made.
 
@@ -545,8 +589,8 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
             failure = _first_failure(folders.failures(source), group_ids) or pair_failure
             folder = source / iteration_group(iteration)
             if folder.exists():
-                for path in sorted(folder.iterdir()):
-                    document = pipeline.store.read_json(path)
+                documents = [(path, pipeline.store.read_json(path)) for path in folder.iterdir()]
+                for path, document in sorted(documents, key=lambda item: _run_order(item[1])):
                     kept.add((document["phase"], document["run_index"]))
                     records.append(
                         MeasurementRecord(
@@ -646,7 +690,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         "backend": info,
         "clusters": (created or {}).get("result", {}),
         "load_profile": ctx.load.model_dump(),
-        "load_profile_name": pipeline.config.load_profile_name_for(pipeline.environment),
+        "load_profile_name": pipeline.load_profile_name,
         "paired_baseline": pipeline.paired_baseline_enabled(),
         "params": task.params,
         "failures": failures,
@@ -657,7 +701,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
     }
     run = Run(
         # The attempt that measured: a clear of load_results alone loads into the same run.
-        source_key=f"airflow:{task.dag_id}:{task.run_id}:{measuring_attempt}",
+        source_key=f"{task.origin}:{task.dag_id}:{task.run_id}:{measuring_attempt}",
         environment=pipeline.environment,
         mesh=pipeline.mesh,
         mesh_version=ctx.mesh_version,
@@ -665,7 +709,7 @@ def collect_and_load(pipeline: Pipeline, engine: Engine) -> dict[str, Any]:
         benchmark_date=task.benchmark_date,
         dag_id=task.dag_id,
         dag_run_id=task.run_id,
-        load_profile=pipeline.config.load_profile_name_for(pipeline.environment),
+        load_profile=pipeline.load_profile_name,
         qps=ctx.load.qps,
         connections=ctx.load.connections,
         duration_s=ctx.load.duration,

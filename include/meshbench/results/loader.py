@@ -151,6 +151,11 @@ def _evaluate(record: MeasurementRecord, tolerance: float) -> tuple[FortioResult
     return result, reasons
 
 
+def negative_reason(record: MeasurementRecord, tolerance: float) -> str | None:
+    """Why the measurement is negative, or None when it is positive (as it would load)."""
+    return "; ".join(_evaluate(record, tolerance)[1]) or None
+
+
 def _measurement_values(result: FortioResult | None) -> dict[str, Any]:
     if result is None:
         return {}
@@ -440,12 +445,17 @@ class RunVerdict(NamedTuple):
     state: str  # success or failed
 
 
+def run_state(positive_measured: int, min_positive: int, stopped: bool = False) -> str:
+    """``success`` when at least ``min_positive`` measured runs are positive and nothing
+    stopped the run from outside, else ``failed``: the one rule for every kind of run."""
+    return "success" if positive_measured >= min_positive and not stopped else "failed"
+
+
 def judge_run(engine: Engine, run_id: int, min_positive: int, stopped: bool = False) -> RunVerdict:
-    """Record the run's state, the same rule for every way a run is made (a DAG run, a
-    backfill, ``meshbench local run --load``): ``success`` when at least ``min_positive``
-    measured runs are positive and nothing stopped the run from outside, else ``failed``."""
+    """Record the run's state (``run_state``), whichever way the run was made: a DAG run, a
+    backfill, ``meshbench local run --load``."""
     positive = positive_measured_count(engine, run_id)
-    state = "success" if positive >= min_positive and not stopped else "failed"
+    state = run_state(positive, min_positive, stopped)
     with engine.begin() as connection:
         connection.execute(update(Run).where(Run.id == run_id).values(state=state))
     return RunVerdict(positive, state)
