@@ -6,11 +6,14 @@ default) and prints:
 - the DAG run's wall time divided by the load generator's own time inside it (the sum of
   the runs' actual durations as the load generator measured them, and the sum of the
   wall time of each load step including start-up and result conversion);
-- the DAG folder's parse time (DagBag over `dags/`, several times, in fresh interpreters).
+- the DAG folder's parse time (DagBag over `dags/`, several times, in fresh interpreters),
+  with the configuration as it is or, with ``--all-environments``, with every environment
+  enabled (each DAG's docs render its plan, so this is the parse a full deployment pays).
 
 The output is saved under benchmarks/results/. Usage:
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--mesh baseline] [--profile demo]
+        [--all-environments] [--parse-only]
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from airflow.sdk import ObjectStoragePath
 from sqlalchemy import text
 
 from meshbench.airflow_env import airflow_environment, prepare_airflow, run_airflow
-from meshbench.config import LOAD_PROFILE_ENV_VAR
-from meshbench.postgres import project_root, state_dir
+from meshbench.config import CONFIG_ENV_VAR, LOAD_PROFILE_ENV_VAR, config_path
+from meshbench.paths import project_root, state_dir
 from meshbench.results import migrate
 from meshbench.results.db import get_engine
 
@@ -58,14 +63,71 @@ def parse_times(repeats: int, env: dict[str, str]) -> tuple[list[float], int]:
     return times, int(count)
 
 
+def every_environment_enabled(folder: Path) -> Path:
+    """A copy of the configuration in use with every environment enabled."""
+    document = yaml.safe_load(config_path().read_text())
+    for settings in document["environments"].values():
+        settings["enabled"] = True
+    path = folder / "every-environment.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def parse_line(repeats: int, env: dict[str, str], what: str) -> str:
+    parse, dag_count = parse_times(repeats, env)
+    return (
+        f"DAG folder parse time ({dag_count} DAGs, {what}, {len(parse)} fresh interpreters): "
+        f"median {statistics.median(parse):.2f} s, min {min(parse):.2f} s, max {max(parse):.2f} s"
+    )
+
+
+def machine_line() -> str:
+    def output(*command: str) -> str:
+        return subprocess.run(command, capture_output=True, text=True).stdout.strip()
+
+    load = Path("/proc/loadavg").read_text().split()[0]
+    commit = output("git", "rev-parse", "--short", "HEAD")
+    return f"machine: {output('nproc')} cores, load average {load}; commit {commit}"
+
+
+def save(report: str, logical: datetime) -> None:
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pipeline_overhead-{logical:%Y%m%dT%H%M%S}.txt"
+    out.write_text(report + "\n")
+    print(f"saved {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh", default="baseline")
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--parse-repeats", type=int, default=5)
+    parser.add_argument(
+        "--all-environments", action="store_true", help="parse with every environment enabled"
+    )
+    parser.add_argument("--parse-only", action="store_true", help="skip the DAG run")
     args = parser.parse_args()
 
     env = prepare_airflow(airflow_environment({LOAD_PROFILE_ENV_VAR: args.profile}))
+    parse_env, what = env, "configuration as it is"
+    scratch = tempfile.TemporaryDirectory()
+    if args.all_environments:
+        parse_env = {**env, CONFIG_ENV_VAR: str(every_environment_enabled(Path(scratch.name)))}
+        what = "every environment enabled"
+    if args.parse_only:
+        logical = datetime.now(UTC).replace(microsecond=0)
+        save(
+            "\n".join(
+                [
+                    f"pipeline overhead · {logical.isoformat()} · parse only",
+                    machine_line(),
+                    parse_line(args.parse_repeats, parse_env, what),
+                ]
+            ),
+            logical,
+        )
+        return 0
     engine = get_engine()
     migrate.upgrade(engine)
     dag_id = f"meshbench_local_{args.mesh}"
@@ -103,26 +165,17 @@ def main() -> int:
         if folder.name.startswith("iteration_")
         for path in folder.iterdir()
     )
-    parse, dag_count = parse_times(args.parse_repeats, env)
-
     lines = [
         f"pipeline overhead · {logical.isoformat()} · {dag_id} · load profile {args.profile!r}",
-        f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
-        f"cores, load average {Path('/proc/loadavg').read_text().split()[0]}",
+        machine_line(),
         f"DAG run wall time (airflow dags test):          {dag_wall:8.1f} s",
         f"load generator time, {runs} runs (actual durations): {load_seconds:8.1f} s",
         f"load steps' wall time (start-up + conversion):  {step_seconds:8.1f} s",
         f"ratio DAG wall / load generator time:           {dag_wall / load_seconds:8.2f}",
         f"ratio DAG wall / load steps' wall time:         {dag_wall / step_seconds:8.2f}",
-        f"DAG folder parse time ({dag_count} DAGs, {len(parse)} fresh interpreters): median "
-        f"{statistics.median(parse):.2f} s, min {min(parse):.2f} s, max {max(parse):.2f} s",
+        parse_line(args.parse_repeats, parse_env, what),
     ]
-    report = "\n".join(lines)
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"pipeline_overhead-{logical:%Y%m%dT%H%M%S}.txt"
-    out.write_text(report + "\n")
-    print(f"saved {out}")
+    save("\n".join(lines), logical)
     return 0
 
 
