@@ -166,7 +166,7 @@ class BenchmarkStepOperator(PythonOperator):
         if context is None:
             return
         try:
-            from meshbench.pipeline.steps import record_stopped
+            from meshbench.pipeline.collect import record_stopped
 
             record_stopped(load_config(), _task_run(context))
         except Exception as exc:  # the kill must go on

@@ -7,9 +7,10 @@ from sqlalchemy import text
 
 from meshbench.config import LoadProfile
 from meshbench.dagfactory import build_benchmark_dag
+from meshbench.pipeline.collect import record_stopped
+from meshbench.pipeline.graph import ITERATION_STEPS
 from meshbench.pipeline.steps import (
     INJECT_FAILURE_ENV_VAR,
-    ITERATION_STEPS,
     AirflowTask,
     Pipeline,
     RunStoppedFromOutside,
@@ -18,7 +19,6 @@ from meshbench.pipeline.steps import (
     TooFewPositives,
     effective_load,
     iteration_task_id,
-    record_stopped,
 )
 from tests.pipeline.replay_backend import ReplayBackend
 

@@ -21,17 +21,16 @@ from sqlalchemy import Engine
 from meshbench.backend import PHASE_MEASURED, Backend, RunContext
 from meshbench.config import BenchmarkConfig, LoadProfile
 from meshbench.pipeline import lease
+from meshbench.pipeline.collect import AttemptFolders, collect_records
 from meshbench.pipeline.graph import TaskSpec, task_graph
 from meshbench.pipeline.lease import RESCHEDULE_SECONDS
 from meshbench.pipeline.steps import (
     AirflowTask,
-    AttemptFolders,
     Pipeline,
     RunObserver,
     StepRescheduled,
     StepSkipped,
     TaskRun,
-    collect_records,
 )
 from meshbench.results.loader import MeasurementRecord, negative_reason, run_state
 
