@@ -747,7 +747,7 @@ def test_nsm_waits_for_a_fresh_load_balancer_hostname_to_resolve(fake_pair: Fake
     """A new ELB has a hostname before it resolves; CoreDNS needs its address."""
     import socket
 
-    from meshbench.meshes import nsm
+    from meshbench.meshes.nsm import dns as nsm_dns
 
     seed_dns(fake_pair)
     for role, api in fake_pair.apis.items():
@@ -764,7 +764,7 @@ def test_nsm_waits_for_a_fresh_load_balancer_hostname_to_resolve(fake_pair: Fake
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
 
-    monkeypatch.setattr(nsm.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(nsm_dns.socket, "getaddrinfo", getaddrinfo)
     installer = with_timeouts(NsmInstaller(CONFIG))
     installer.dns_interval = 0.01
     ctx = context(CONFIG, "nsm")

@@ -10,7 +10,7 @@ The ConfigMap itself is removed when the pair is cleaned up.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshbench.backend import RunContext, StepFailed
@@ -94,6 +94,16 @@ def before_names(cluster: KubeCluster, ctx: RunContext, key: str, kind_key: str)
     return set((found or {}).get(kind_key, []))
 
 
+def crds_recorded(ctx: RunContext, key: str) -> Callable[[KubeCluster], set[str]]:
+    """The CRD names a cluster had at checkpoint ``key``: those a teardown must keep."""
+    return lambda cluster: before_names(cluster, ctx, key, "crds")
+
+
+def iteration_key(iteration: int) -> str:
+    """The checkpoint of a cluster's state before an iteration installs its mesh."""
+    return f"before-iteration-{iteration:02d}"
+
+
 def record_op(step_phase: str, role: str, ctx: RunContext, key: str, before_what: str) -> Op:
     def action(clusters: Clusters) -> dict[str, Any]:
         lists = record(clusters[role], ctx, key)
@@ -171,7 +181,7 @@ def iteration_component(
     installed, and checked against that record once it is uninstalled."""
     install = phase(iteration, "install_mesh")
     uninstall = phase(iteration, "uninstall_mesh")
-    key = f"before-iteration-{iteration:02d}"
+    key = iteration_key(iteration)
     part = Component("inventory")
     for role in ROLES:
         part.install.append(record_op(install, role, ctx, key, f"{mesh} is installed"))
