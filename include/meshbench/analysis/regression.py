@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 from otava.analysis import compute_change_points
 from scipy import stats
-from sqlalchemy import Engine, delete, select, text, tuple_
+from sqlalchemy import Engine, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from meshbench.analysis.aggregate import METRICS, with_load_profile_key
+from meshbench.analysis.aggregate import METRICS, read_runs
 from meshbench.config import RegressionSettings
 from meshbench.results.models import Regression
 
@@ -450,13 +450,7 @@ def fetch_run_history(
     engine: Engine, environment: str | None, since: date, until: date
 ) -> pd.DataFrame:
     """Positive measured runs (latest attempt of each date) between two dates, inclusive."""
-    with engine.connect() as connection:
-        frame = pd.read_sql(
-            text(_RUNS_SQL),
-            connection,
-            params={"environment": environment, "since": since, "until": until},
-        )
-    return with_load_profile_key(frame)
+    return read_runs(engine, _RUNS_SQL, environment=environment, since=since, until=until)
 
 
 def store_findings(
