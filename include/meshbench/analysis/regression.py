@@ -52,7 +52,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from meshbench.analysis.aggregate import METRICS, read_runs
 from meshbench.config import RegressionSettings
-from meshbench.results.models import Regression
+from meshbench.results.models import REGRESSION_KEY, Regression
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,9 @@ class Finding(WindowComparison):
     day_noise: float | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str, date]:
-        return (
-            self.environment,
-            self.mesh,
-            self.load_profile_key,
-            self.metric,
-            self.benchmark_date,
-        )
+    def key(self) -> tuple[object, ...]:
+        """The values of the ``regression`` table's unique key."""
+        return tuple(getattr(self, column) for column in REGRESSION_KEY)
 
     def describe(self) -> str:
         version = f" {self.mesh_version_key}" if self.mesh_version_key else ""
@@ -464,13 +459,7 @@ def store_findings(
     scope = [Regression.benchmark_date == day]
     if environment is not None:
         scope.append(Regression.environment == environment)
-    key_columns = (
-        Regression.environment,
-        Regression.mesh,
-        Regression.load_profile_key,
-        Regression.metric,
-        Regression.benchmark_date,
-    )
+    key_columns = tuple(getattr(Regression, column) for column in REGRESSION_KEY)
     with engine.begin() as connection:
         existing = set(connection.execute(select(*key_columns).where(*scope)).all())
         keys = [finding.key for finding in findings]
