@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from meshbench.backend import Backend
 from meshbench.config import ENVIRONMENT_NAMES, BenchmarkConfig, ConfigError
@@ -16,10 +18,17 @@ BACKEND_MODULES: dict[str, str] = {
 }
 
 
+def import_entry(entries: Mapping[str, str], name: str, unknown: str) -> Any:
+    """What ``entries[name]`` names, imported only now: a module (``package.module``) or one
+    of its attributes (``package.module:attribute``). A name without an entry is a
+    ConfigError saying ``unknown``."""
+    if name not in entries:
+        raise ConfigError(unknown)
+    module_name, _, attribute = entries[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
 def get_backend(config: BenchmarkConfig, environment: str, mesh: str) -> Backend:
-    if environment not in ENVIRONMENT_NAMES:
-        raise ConfigError(
-            f"unknown environment {environment!r}; known: {', '.join(ENVIRONMENT_NAMES)}"
-        )
-    module = importlib.import_module(BACKEND_MODULES[environment])
-    return module.build_backend(config, mesh)
+    unknown = f"unknown environment {environment!r}; known: {', '.join(ENVIRONMENT_NAMES)}"
+    return import_entry(BACKEND_MODULES, environment, unknown).build_backend(config, mesh)

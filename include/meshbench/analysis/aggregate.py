@@ -83,12 +83,15 @@ def fetch_measurements(
     since: date | None = None,
 ) -> pd.DataFrame:
     """Measured and paired-baseline runs of the latest attempt of each date."""
+    return read_runs(
+        engine, _MEASUREMENTS_SQL, environment=environment, day=benchmark_date, since=since
+    )
+
+
+def read_runs(engine: Engine, sql: str, **params: object) -> pd.DataFrame:
+    """The runs ``sql`` selects (with their profile columns), keyed by load profile."""
     with engine.connect() as connection:
-        frame = pd.read_sql(
-            text(_MEASUREMENTS_SQL),
-            connection,
-            params={"environment": environment, "day": benchmark_date, "since": since},
-        )
+        frame = pd.read_sql(text(sql), connection, params=params)
     return with_load_profile_key(frame)
 
 

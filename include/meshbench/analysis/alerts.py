@@ -8,6 +8,7 @@ which channel is not configured and why, so a missing alert is never silent.
 from __future__ import annotations
 
 import html
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,18 +56,34 @@ def _raw(text: str) -> str:
     return "{% raw %}" + text + "{% endraw %}"
 
 
+def _provider_channel(
+    name: str, provider: str, notifier: str, conn_id: str, **fields: Any
+) -> Channel:
+    """The channel through ``notifier`` ("module:class") of the Airflow provider package
+    ``provider``, made with ``fields``, when the package is installed and the connection
+    ``conn_id`` exists; otherwise the channel unused, with the reason."""
+    module_name, _, class_name = notifier.partition(":")
+    try:
+        notifier_class = getattr(importlib.import_module(module_name), class_name)
+    except ImportError:
+        return Channel(name, None, f"{provider} is not installed")
+    if not _connection_exists(conn_id):
+        return Channel(name, None, f"Airflow connection {conn_id!r} is not configured")
+    return Channel(name, notifier_class(**fields), f"connection {conn_id!r}")
+
+
 def slack_channel(settings: RegressionNotifications, findings: Sequence[Finding]) -> Channel:
     conn_id = settings.slack_webhook_conn_id
     if not conn_id:
         return Channel("slack", None, "no slack_webhook_conn_id in the regression settings")
-    try:
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-    except ImportError:
-        return Channel("slack", None, "apache-airflow-providers-slack is not installed")
-    if not _connection_exists(conn_id):
-        return Channel("slack", None, f"Airflow connection {conn_id!r} is not configured")
-    notifier = SlackWebhookNotifier(slack_webhook_conn_id=conn_id, text=_raw(plain_text(findings)))
-    return Channel("slack", notifier, f"connection {conn_id!r}")
+    return _provider_channel(
+        "slack",
+        "apache-airflow-providers-slack",
+        "airflow.providers.slack.notifications.slack_webhook:SlackWebhookNotifier",
+        conn_id,
+        slack_webhook_conn_id=conn_id,
+        text=_raw(plain_text(findings)),
+    )
 
 
 def email_channel(settings: RegressionNotifications, findings: Sequence[Finding]) -> Channel:
@@ -75,19 +92,16 @@ def email_channel(settings: RegressionNotifications, findings: Sequence[Finding]
         return Channel("email", None, "no smtp_conn_id in the regression settings")
     if not settings.email_to:
         return Channel("email", None, "no recipients (regression.notifications.email_to)")
-    try:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-    except ImportError:
-        return Channel("email", None, "apache-airflow-providers-smtp is not installed")
-    if not _connection_exists(conn_id):
-        return Channel("email", None, f"Airflow connection {conn_id!r} is not configured")
-    notifier = SmtpNotifier(
+    return _provider_channel(
+        "email",
+        "apache-airflow-providers-smtp",
+        "airflow.providers.smtp.notifications.smtp:SmtpNotifier",
+        conn_id,
         to=list(settings.email_to),
         smtp_conn_id=conn_id,
         subject=_raw(headline(findings)),
         html_content=_raw(html_text(findings)),
     )
-    return Channel("email", notifier, f"connection {conn_id!r}")
 
 
 def notify_regressions(

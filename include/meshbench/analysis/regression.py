@@ -38,20 +38,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from otava.analysis import compute_change_points
 from scipy import stats
-from sqlalchemy import Engine, delete, select, text, tuple_
+from sqlalchemy import Engine, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from meshbench.analysis.aggregate import METRICS, with_load_profile_key
+from meshbench.analysis.aggregate import METRICS, read_runs
 from meshbench.config import RegressionSettings
-from meshbench.results.models import Regression
+from meshbench.results.models import REGRESSION_KEY, Regression
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,10 @@ class DayRuns:
 
 
 @dataclass(frozen=True)
-class DayTest:
-    """The outcome of testing one day against its window (flagged or not)."""
+class WindowComparison:
+    """The runs from a day on against the runs of the window of days before it, as a test
+    reports them and the ``regression`` table stores them."""
 
-    day: date
-    mesh_version: str
-    previous_mesh_version: str
     window_start: date
     window_end: date
     n_before: int
@@ -105,13 +104,38 @@ class DayTest:
     after_mean: float
     relative_change: float
     p_value: float
+
+    def comparison(self) -> dict[str, Any]:
+        """Just the comparison's values, to carry over into a record that holds them too."""
+        return {item.name: getattr(self, item.name) for item in fields(WindowComparison)}
+
+
+def _run_statistics(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """The sizes, medians and means a comparison records of the runs before and after."""
+    return {
+        "n_before": int(before.size),
+        "n_after": int(after.size),
+        "before_median": float(np.median(before)),
+        "after_median": float(np.median(after)),
+        "before_mean": float(before.mean()),
+        "after_mean": float(after.mean()),
+    }
+
+
+@dataclass(frozen=True)
+class DayTest(WindowComparison):
+    """The outcome of testing one day against its window (flagged or not)."""
+
+    day: date
+    mesh_version: str
+    previous_mesh_version: str
     day_noise_z: float | None
     flagged: bool
     likely_cause: str | None
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(WindowComparison):
     """A flagged change, as stored in the ``regression`` table."""
 
     environment: str
@@ -122,16 +146,6 @@ class Finding:
     mesh_version_key: str
     previous_mesh_version_key: str
     direction: str
-    window_start: date
-    window_end: date
-    n_before: int
-    n_after: int
-    before_median: float
-    after_median: float
-    before_mean: float
-    after_mean: float
-    relative_change: float
-    p_value: float
     method: str
     likely_cause: str | None
     # The series' measured noise in the window compared with (relative robust SDs of runs
@@ -140,14 +154,9 @@ class Finding:
     day_noise: float | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str, date]:
-        return (
-            self.environment,
-            self.mesh,
-            self.load_profile_key,
-            self.metric,
-            self.benchmark_date,
-        )
+    def key(self) -> tuple[object, ...]:
+        """The values of the ``regression`` table's unique key."""
+        return tuple(getattr(self, column) for column in REGRESSION_KEY)
 
     def describe(self) -> str:
         version = f" {self.mesh_version_key}" if self.mesh_version_key else ""
@@ -212,12 +221,7 @@ def test_day(
         previous_mesh_version=reference[-1].mesh_version,
         window_start=reference[0].day,
         window_end=reference[-1].day,
-        n_before=int(before.size),
-        n_after=int(current.values.size),
-        before_median=float(np.median(before)),
-        after_median=current.median,
-        before_mean=float(before.mean()),
-        after_mean=float(current.values.mean()),
+        **_run_statistics(before, current.values),
         relative_change=change,
         p_value=p_value,
         day_noise_z=noise_z,
@@ -359,12 +363,7 @@ def _change_point_test(
         previous_mesh_version=previous.mesh_version,
         window_start=before[0].day,
         window_end=previous.day,
-        n_before=int(before_values.size),
-        n_after=int(after_values.size),
-        before_median=float(np.median(before_values)),
-        after_median=float(np.median(after_values)),
-        before_mean=float(before_values.mean()),
-        after_mean=float(after_values.mean()),
+        **_run_statistics(before_values, after_values),
         relative_change=change,
         p_value=p_value,
         day_noise_z=None,
@@ -432,16 +431,7 @@ def find_changes(
                         mesh_version_key=test.mesh_version,
                         previous_mesh_version_key=test.previous_mesh_version,
                         direction=direction_of(metric, test.relative_change),
-                        window_start=test.window_start,
-                        window_end=test.window_end,
-                        n_before=test.n_before,
-                        n_after=test.n_after,
-                        before_median=test.before_median,
-                        after_median=test.after_median,
-                        before_mean=test.before_mean,
-                        after_mean=test.after_mean,
-                        relative_change=test.relative_change,
-                        p_value=test.p_value,
+                        **test.comparison(),
                         method=series_settings.method,
                         likely_cause=test.likely_cause,
                         run_noise=run_noise,
@@ -455,13 +445,7 @@ def fetch_run_history(
     engine: Engine, environment: str | None, since: date, until: date
 ) -> pd.DataFrame:
     """Positive measured runs (latest attempt of each date) between two dates, inclusive."""
-    with engine.connect() as connection:
-        frame = pd.read_sql(
-            text(_RUNS_SQL),
-            connection,
-            params={"environment": environment, "since": since, "until": until},
-        )
-    return with_load_profile_key(frame)
+    return read_runs(engine, _RUNS_SQL, environment=environment, since=since, until=until)
 
 
 def store_findings(
@@ -475,13 +459,7 @@ def store_findings(
     scope = [Regression.benchmark_date == day]
     if environment is not None:
         scope.append(Regression.environment == environment)
-    key_columns = (
-        Regression.environment,
-        Regression.mesh,
-        Regression.load_profile_key,
-        Regression.metric,
-        Regression.benchmark_date,
-    )
+    key_columns = tuple(getattr(Regression, column) for column in REGRESSION_KEY)
     with engine.begin() as connection:
         existing = set(connection.execute(select(*key_columns).where(*scope)).all())
         keys = [finding.key for finding in findings]

@@ -17,9 +17,9 @@ from typing import Any
 from meshbench.backend import RunContext, Step, StepFailed
 from meshbench.config import BenchmarkConfig, ExistingEnvironment
 from meshbench.environments.kubernetes import ROLES, KubernetesBackend, build_kubernetes_backend
+from meshbench.environments.provider import ClusterSourceBase
 from meshbench.kube.access import ConnectionAccess
-from meshbench.kube.cluster import ApiFactory, Clusters, default_api_factory
-from meshbench.kube.runner import CommandRunner
+from meshbench.kube.cluster import Clusters
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +31,14 @@ def _minor(version: str | None) -> str | None:
     return ".".join(parts[:2]) if len(parts) >= 2 else None
 
 
-class ExistingClusters:
+class ExistingClusters(ClusterSourceBase):
     """Adopts the two clusters named by Airflow connections; creates and deletes none."""
 
     environment = "existing"
 
-    def __init__(
-        self,
-        config: BenchmarkConfig,
-        *,
-        runner: CommandRunner | None = None,
-        api_factory: ApiFactory = default_api_factory,
-    ) -> None:
-        self.config = config
-        self.settings: ExistingEnvironment = config.environments.existing
-        self.runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
-        self.api_factory = api_factory
+    @property
+    def settings(self) -> ExistingEnvironment:
+        return self.config.environments.existing
 
     def conn_id(self, role: str) -> str:
         return self.settings.client_conn_id if role == "client" else self.settings.server_conn_id

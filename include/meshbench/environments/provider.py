@@ -111,8 +111,10 @@ class Verdict:
         }
 
 
-class ClusterProvider(abc.ABC):
-    """Creates, opens, deletes and reaps the two clusters of one environment."""
+class ClusterSourceBase:
+    """What every source of a run's two clusters (``existing`` and the cloud providers) is
+    built with: the configuration, the kubectl runner it shares with the backend, and how
+    it makes Kubernetes API clients (tests pass fakes of both)."""
 
     environment: str
 
@@ -126,7 +128,12 @@ class ClusterProvider(abc.ABC):
         self.config = config
         self.runner = runner or CommandRunner(default_timeout=config.kubernetes.timeouts.command)
         self.api_factory = api_factory
-        self._planning = False
+
+
+class ClusterProvider(ClusterSourceBase, abc.ABC):
+    """Creates, opens, deletes and reaps the two clusters of one environment."""
+
+    _planning = False  # set on the instance for the length of planning()
 
     @contextlib.contextmanager
     def planning(self) -> Iterator[None]:

@@ -17,7 +17,6 @@ both call it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +33,7 @@ from meshbench.environments.provider import (
     isoformat,
     utcnow,
 )
+from meshbench.registry import import_entry
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,9 @@ PROVIDER_CLASSES = {
 
 
 def make_provider(config: BenchmarkConfig, environment: str) -> ClusterProvider:
-    if environment not in PROVIDER_CLASSES:
-        raise ConfigError(
-            f"environment {environment!r} creates no clusters; the reaper handles "
-            f"{', '.join(REAPABLE_ENVIRONMENTS)}"
-        )
-    module, _, name = PROVIDER_CLASSES[environment].partition(":")
-    return getattr(importlib.import_module(module), name)(config)
+    reapable = ", ".join(REAPABLE_ENVIRONMENTS)
+    unknown = f"environment {environment!r} creates no clusters; the reaper handles {reapable}"
+    return import_entry(PROVIDER_CLASSES, environment, unknown)(config)
 
 
 def _run_state(lookup: RunStateLookup | None, dag_id: str | None, run_id: str | None) -> str | None:

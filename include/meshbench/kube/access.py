@@ -139,9 +139,15 @@ class ClusterAccess(abc.ABC):
         """The kubeconfig document with its current context set. May hold credentials:
         write it only through :func:`kubeconfig_file`, never log or return it."""
 
-    @abc.abstractmethod
     def api_client(self, kubeconfig_path: str) -> ApiClient:
-        """An API client for this cluster, built through ``KubernetesHook``."""
+        """An API client for this cluster, built through ``KubernetesHook`` from the
+        kubeconfig file :meth:`open` wrote, with a client configuration of its own."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        hook = KubernetesHook(
+            conn_id=None, config_file=kubeconfig_path, client_configuration=_fresh_configuration()
+        )
+        return hook.get_conn()
 
     @contextlib.contextmanager
     def open(self) -> Iterator[str]:
@@ -273,11 +279,3 @@ class KubeconfigAccess(ClusterAccess):
 
     def kubeconfig(self) -> dict[str, Any]:
         return copy.deepcopy(self._document)
-
-    def api_client(self, kubeconfig_path: str) -> ApiClient:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-        hook = KubernetesHook(
-            conn_id=None, config_file=kubeconfig_path, client_configuration=_fresh_configuration()
-        )
-        return hook.get_conn()

@@ -78,11 +78,23 @@ class KubeCluster:
             interval=self.poll_interval,
         )
 
-    def wait_rollout(self, namespace: str, name: str, timeout: float) -> Any:
+    def _wait_namespaced(
+        self,
+        state: Callable[[KubeApi, str, str], Readiness],
+        namespace: str,
+        name: str,
+        what: str,
+        timeout: float,
+    ) -> Any:
+        """Wait until ``state`` of object ``namespace/name`` is ready; ``what`` names the
+        wait for the message, the object's name follows it."""
         return self.wait(
-            lambda api: deployment_state(api, namespace, name),
-            f"rollout of deployment {namespace}/{name}",
-            timeout,
+            lambda api: state(api, namespace, name), f"{what} {namespace}/{name}", timeout
+        )
+
+    def wait_rollout(self, namespace: str, name: str, timeout: float) -> Any:
+        return self._wait_namespaced(
+            deployment_state, namespace, name, "rollout of deployment", timeout
         )
 
     def wait_pods_ready(
@@ -95,10 +107,8 @@ class KubeCluster:
         )
 
     def wait_load_balancer(self, namespace: str, name: str, timeout: float) -> str:
-        return self.wait(
-            lambda api: load_balancer_state(api, namespace, name),
-            f"LoadBalancer address of service {namespace}/{name}",
-            timeout,
+        return self._wait_namespaced(
+            load_balancer_state, namespace, name, "LoadBalancer address of service", timeout
         )
 
     def wait_condition(

@@ -152,20 +152,17 @@ def _bucket_edges_us(maximum: int) -> list[float]:
     return edges
 
 
+def _histogram_without_latencies(count: int) -> dict[str, Any]:
+    """A Fortio histogram of ``count`` requests whose latencies are not known (Fortio's
+    shape for an empty one)."""
+    return {"Count": count, "Min": 0, "Max": 0, "Sum": 0, "Avg": 0, "StdDev": 0, "Data": None}
+
+
 def histogram(raw: Mapping[int, int]) -> dict[str, Any]:
     """A Fortio histogram (seconds) of latencies given in microseconds with their counts."""
     values = sorted(value for value, count in raw.items() if count > 0)
     if not values:
-        return {
-            "Count": 0,
-            "Min": 0,
-            "Max": 0,
-            "Sum": 0,
-            "Avg": 0,
-            "StdDev": 0,
-            "Data": None,
-            "Percentiles": None,
-        }
+        return {**_histogram_without_latencies(0), "Percentiles": None}
     count = sum(raw[value] for value in values)
     total_us = sum(value * raw[value] for value in values)
     mean_us = total_us / count
@@ -263,15 +260,7 @@ def to_fortio(
         "NumThreads": report.threads,
         "DurationHistogram": duration_histogram,
         # wrk keeps no latencies of failed requests, only their number.
-        "ErrorsDurationHistogram": {
-            "Count": errors,
-            "Min": 0,
-            "Max": 0,
-            "Sum": 0,
-            "Avg": 0,
-            "StdDev": 0,
-            "Data": None,
-        },
+        "ErrorsDurationHistogram": _histogram_without_latencies(errors),
         "RetCodes": _ret_codes(report, settings.status_codes, duration_histogram["Count"]),
         "SocketCount": socket_count,
         "URL": settings.url,

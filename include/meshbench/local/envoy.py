@@ -112,6 +112,17 @@ def _http_manager(stat_prefix: str, cluster: str) -> dict[str, Any]:
     }
 
 
+def _bootstrap(
+    topology: Topology, role: EnvoyRole, listener: dict[str, Any], cluster: dict[str, Any]
+) -> dict[str, Any]:
+    """The static bootstrap every Envoy of the path runs: one listener, one upstream."""
+    return {
+        "node": {"id": f"{topology.prefix}-{role.name}", "cluster": role.cluster},
+        "admin": _admin(topology, role),
+        "static_resources": {"listeners": [listener], "clusters": [cluster]},
+    }
+
+
 def _tls_context(certificate: Path, key: Path, ca: Path, peer_identity: str) -> dict[str, Any]:
     return {
         "tls_certificates": [
@@ -144,74 +155,50 @@ def client_sidecar_config(topology: Topology, certificates: Certificates) -> dic
             ),
         },
     }
-    return {
-        "node": {"id": f"{topology.prefix}-client-sidecar", "cluster": "client"},
-        "admin": _admin(topology, CLIENT_SIDECAR),
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "outbound",
-                    "address": _address(
-                        topology.local_host("client"), topology.ports["client_sidecar"]
-                    ),
-                    "filter_chains": [{"filters": [_http_manager("outbound", "nginx_remote")]}],
-                }
-            ],
-            "clusters": [
-                _static_cluster(
-                    "nginx_remote",
-                    topology.server_address,
-                    topology.ports["gateway"],
-                    transport_socket=transport,
-                )
-            ],
-        },
+    listener = {
+        "name": "outbound",
+        "address": _address(topology.local_host("client"), topology.ports["client_sidecar"]),
+        "filter_chains": [{"filters": [_http_manager("outbound", "nginx_remote")]}],
     }
+    upstream = _static_cluster(
+        "nginx_remote",
+        topology.server_address,
+        topology.ports["gateway"],
+        transport_socket=transport,
+    )
+    return _bootstrap(topology, CLIENT_SIDECAR, listener, upstream)
 
 
 def gateway_config(topology: Topology) -> dict[str, Any]:
-    return {
-        "node": {"id": f"{topology.prefix}-gateway", "cluster": "server"},
-        "admin": _admin(topology, GATEWAY),
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "cross_network",
-                    "address": _address(topology.server_address, topology.ports["gateway"]),
-                    "listener_filters": [
-                        {
-                            "name": "envoy.filters.listener.tls_inspector",
-                            "typed_config": {
-                                "@type": _typed("filters.listener.tls_inspector.v3.TlsInspector")
-                            },
-                        }
-                    ],
-                    "filter_chains": [
-                        {
-                            "filter_chain_match": {"server_names": [sni(topology)]},
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.tcp_proxy",
-                                    "typed_config": {
-                                        "@type": _typed("filters.network.tcp_proxy.v3.TcpProxy"),
-                                        "stat_prefix": "passthrough",
-                                        "cluster": "server_sidecar",
-                                    },
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                _static_cluster(
-                    "server_sidecar",
-                    topology.local_host("server"),
-                    topology.ports["server_sidecar"],
-                )
-            ],
-        },
+    listener = {
+        "name": "cross_network",
+        "address": _address(topology.server_address, topology.ports["gateway"]),
+        "listener_filters": [
+            {
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {"@type": _typed("filters.listener.tls_inspector.v3.TlsInspector")},
+            }
+        ],
+        "filter_chains": [
+            {
+                "filter_chain_match": {"server_names": [sni(topology)]},
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.tcp_proxy",
+                        "typed_config": {
+                            "@type": _typed("filters.network.tcp_proxy.v3.TcpProxy"),
+                            "stat_prefix": "passthrough",
+                            "cluster": "server_sidecar",
+                        },
+                    }
+                ],
+            }
+        ],
     }
+    upstream = _static_cluster(
+        "server_sidecar", topology.local_host("server"), topology.ports["server_sidecar"]
+    )
+    return _bootstrap(topology, GATEWAY, listener, upstream)
 
 
 def server_sidecar_config(topology: Topology, certificates: Certificates) -> dict[str, Any]:
@@ -229,27 +216,18 @@ def server_sidecar_config(topology: Topology, certificates: Certificates) -> dic
         },
     }
     nginx_host = topology.server_address if topology.network_mode == "loopback" else "127.0.0.1"
-    return {
-        "node": {"id": f"{topology.prefix}-server-sidecar", "cluster": "server"},
-        "admin": _admin(topology, SERVER_SIDECAR),
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "inbound",
-                    "address": _address(
-                        topology.local_host("server"), topology.ports["server_sidecar"]
-                    ),
-                    "filter_chains": [
-                        {
-                            "transport_socket": transport,
-                            "filters": [_http_manager("inbound", "local_nginx")],
-                        }
-                    ],
-                }
-            ],
-            "clusters": [_static_cluster("local_nginx", nginx_host, topology.ports["nginx"])],
-        },
+    listener = {
+        "name": "inbound",
+        "address": _address(topology.local_host("server"), topology.ports["server_sidecar"]),
+        "filter_chains": [
+            {
+                "transport_socket": transport,
+                "filters": [_http_manager("inbound", "local_nginx")],
+            }
+        ],
     }
+    upstream = _static_cluster("local_nginx", nginx_host, topology.ports["nginx"])
+    return _bootstrap(topology, SERVER_SIDECAR, listener, upstream)
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

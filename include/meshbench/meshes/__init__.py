@@ -7,7 +7,6 @@ wear. ``get_installer(config, name)`` finds one by mesh name.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,11 +23,8 @@ INSTALLER_MODULES: dict[str, str] = {
 
 
 def get_installer(config: BenchmarkConfig, mesh: str) -> MeshInstaller:
-    from meshbench.config import ConfigError
+    from meshbench.registry import import_entry
 
-    if mesh not in INSTALLER_MODULES:
-        raise ConfigError(
-            f"mesh {mesh!r} has no Kubernetes installer yet; available: "
-            f"{', '.join(INSTALLER_MODULES)}"
-        )
-    return importlib.import_module(INSTALLER_MODULES[mesh]).build_installer(config)
+    available = ", ".join(INSTALLER_MODULES)
+    unknown = f"mesh {mesh!r} has no Kubernetes installer yet; available: {available}"
+    return import_entry(INSTALLER_MODULES, mesh, unknown).build_installer(config)

@@ -319,6 +319,9 @@ class DailySummary(Base):
 
 
 REGRESSION_DIRECTIONS = ("regression", "improvement")
+# What identifies a finding, in the unique constraint's column order (the analysis matches
+# stored findings by it).
+REGRESSION_KEY = ("environment", "mesh", "load_profile_key", "metric", "benchmark_date")
 
 
 class Regression(Base):
@@ -331,14 +334,7 @@ class Regression(Base):
 
     __tablename__ = "regression"
     __table_args__ = (
-        UniqueConstraint(
-            "environment",
-            "mesh",
-            "load_profile_key",
-            "metric",
-            "benchmark_date",
-            name="uq_regression_key",
-        ),
+        UniqueConstraint(*REGRESSION_KEY, name="uq_regression_key"),
         CheckConstraint(_in("metric", SUMMARY_METRICS), name="metric_known"),
         CheckConstraint(_in("direction", REGRESSION_DIRECTIONS), name="direction_known"),
         CheckConstraint("n_before >= 1 AND n_after >= 1", name="counts_positive"),

@@ -130,13 +130,6 @@ def nginx_conf() -> str:
     return render_config(Path(NGINX_RUN_DIR), f"{NGINX_PORT}", f"127.0.0.1:{NGINX_STATUS_PORT}")
 
 
-def _pod_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"labels": dict(labels)}
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    return metadata
-
-
 def _pod_spec_extras(node_selector: Mapping[str, str] | None) -> dict[str, Any]:
     return {"nodeSelector": dict(node_selector)} if node_selector else {}
 
@@ -171,6 +164,170 @@ def nginx_service(
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
+def nginx_container(settings: KubernetesSettings) -> dict[str, Any]:
+    return {
+        "name": NGINX,
+        "image": settings.nginx.image,
+        # The configuration says "daemon off" itself; the image's default command would
+        # repeat it (a duplicate directive).
+        "command": ["nginx", "-c", "/etc/nginx/nginx.conf"],
+        "ports": [{"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}],
+        "resources": resources(settings.nginx.resources),
+        "readinessProbe": {"httpGet": {"path": "/", "port": NGINX_PORT}, "periodSeconds": 5},
+        "volumeMounts": [
+            {
+                "name": "conf",
+                "mountPath": "/etc/nginx/nginx.conf",
+                "subPath": "nginx.conf",
+                "readOnly": True,
+            },
+            {"name": "run", "mountPath": NGINX_RUN_DIR},
+            # nginx makes its temporary folders inside this one but not the folder itself.
+            {"name": "temp", "mountPath": f"{NGINX_RUN_DIR}/nginx-temp"},
+        ],
+    }
+
+
+def fortio_container(settings: KubernetesSettings) -> dict[str, Any]:
+    return {
+        "name": FORTIO,
+        "image": settings.fortio.image,
+        # Server mode: REST API on 8080; results saved in data-dir so /fortio/data/<id>.json
+        # serves them.
+        "args": ["server", "-data-dir", FORTIO_DATA_DIR],
+        "ports": [{"name": "http-rest", "containerPort": FORTIO_REST_PORT, "protocol": "TCP"}],
+        "resources": resources(settings.fortio.resources),
+        "readinessProbe": {
+            "httpGet": {"path": "/fortio/rest/status", "port": FORTIO_REST_PORT},
+            "periodSeconds": 5,
+        },
+        "volumeMounts": [{"name": "results", "mountPath": FORTIO_DATA_DIR}],
+    }
+
+
+@dataclass(frozen=True)
+class RunWorkloads:
+    """The workloads of one run in one namespace of both clusters, one manifest each."""
+
+    namespace: str
+    run_slug: str
+    settings: KubernetesSettings
+    profile: WorkloadProfile
+    node_selector: Mapping[str, str] | None = None
+
+    def namespace_manifest(self, role: str) -> dict[str, Any]:
+        return namespace_manifest(
+            self.namespace, self.run_slug, role, self.profile.namespace_labels
+        )
+
+    def nginx_conf_map(self, conf: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": NGINX_CONF_MAP,
+                "namespace": self.namespace,
+                "labels": _labels(self.run_slug, "server"),
+            },
+            "data": {"nginx.conf": conf},
+        }
+
+    def _deployment(
+        self,
+        app: str,
+        role: str,
+        pod_annotations: Mapping[str, str],
+        container: dict[str, Any],
+        volumes: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One replica of ``app``; its pods wear the mesh's labels besides meshbench's."""
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": app,
+                "namespace": self.namespace,
+                "labels": _labels(self.run_slug, role, {"app": app}),
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": app}},
+                "template": {
+                    "metadata": {
+                        "labels": _labels(
+                            self.run_slug, role, {"app": app, **self.profile.pod_labels}
+                        ),
+                        "annotations": dict(pod_annotations),
+                    },
+                    "spec": {
+                        **_pod_spec_extras(self.node_selector),
+                        "containers": [container],
+                        "volumes": volumes,
+                    },
+                },
+            },
+        }
+
+    def nginx_deployment(self, conf_hash: str) -> dict[str, Any]:
+        """nginx in the server cluster; ``conf_hash`` in its pod template makes a changed
+        configuration roll the pod."""
+        annotations = {CONFIG_HASH_ANNOTATION: conf_hash, **self.profile.server_pod_annotations}
+        volumes = [
+            {"name": "conf", "configMap": {"name": NGINX_CONF_MAP}},
+            {"name": "run", "emptyDir": {}},
+            {"name": "temp", "emptyDir": {}},
+        ]
+        return self._deployment(
+            NGINX, "server", annotations, nginx_container(self.settings), volumes
+        )
+
+    def fortio_deployment(self) -> dict[str, Any]:
+        """Fortio in the client cluster, waiting for the REST calls that start each run."""
+        volumes = [{"name": "results", "emptyDir": {}}]
+        return self._deployment(
+            FORTIO,
+            "client",
+            self.profile.client_pod_annotations,
+            fortio_container(self.settings),
+            volumes,
+        )
+
+    def server_service(
+        self,
+        environment_service_annotations: Mapping[str, str] | None,
+        load_balancer_source_ranges: Sequence[str],
+    ) -> dict[str, Any]:
+        """The Service in front of nginx, of the type the mesh asks for."""
+        # The environment's annotations concern load balancers (AWS: internet-facing), so
+        # they apply only to a LoadBalancer Service; the mesh's apply always.
+        profile = self.profile
+        annotations = {
+            **(environment_service_annotations if profile.service_type == "LoadBalancer" else {}),
+            **profile.service_annotations,
+        }
+        return nginx_service(
+            self.namespace,
+            self.run_slug,
+            "server",
+            profile.service_type,
+            annotations,
+            profile.service_app_protocol,
+            load_balancer_source_ranges,
+        )
+
+    def client_side_service(self) -> dict[str, Any]:
+        """nginx's Service again in the client cluster, for meshes whose discovery needs it:
+        same name and namespace, no endpoints here; the mesh routes to the server cluster."""
+        return nginx_service(
+            self.namespace,
+            self.run_slug,
+            "client",
+            "ClusterIP",
+            self.profile.service_annotations,
+            self.profile.service_app_protocol,
+        )
+
+
 def render_workloads(
     namespace: str,
     run_slug: str,
@@ -182,164 +339,19 @@ def render_workloads(
     load_balancer_source_ranges: Sequence[str] = (),
 ) -> WorkloadManifests:
     """Every manifest of one run's workloads, in apply order per cluster."""
+    workloads = RunWorkloads(namespace, run_slug, settings, profile, node_selector)
     conf = nginx_conf()
     conf_hash = hashlib.sha256(conf.encode()).hexdigest()[:16]
-    # The environment's annotations concern load balancers (AWS: internet-facing), so they
-    # apply only to a LoadBalancer Service; the mesh's apply always.
-    service_annotations = {
-        **(environment_service_annotations if profile.service_type == "LoadBalancer" else {}),
-        **profile.service_annotations,
-    }
-
-    server: list[dict[str, Any]] = [
-        namespace_manifest(namespace, run_slug, "server", profile.namespace_labels),
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": NGINX_CONF_MAP,
-                "namespace": namespace,
-                "labels": _labels(run_slug, "server"),
-            },
-            "data": {"nginx.conf": conf},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": NGINX,
-                "namespace": namespace,
-                "labels": _labels(run_slug, "server", {"app": NGINX}),
-            },
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": NGINX}},
-                "template": {
-                    "metadata": {
-                        "labels": _labels(run_slug, "server", {"app": NGINX, **profile.pod_labels}),
-                        "annotations": {
-                            CONFIG_HASH_ANNOTATION: conf_hash,
-                            **profile.server_pod_annotations,
-                        },
-                    },
-                    "spec": {
-                        **_pod_spec_extras(node_selector),
-                        "containers": [
-                            {
-                                "name": NGINX,
-                                "image": settings.nginx.image,
-                                # The configuration says "daemon off" itself; the image's
-                                # default command would repeat it (a duplicate directive).
-                                "command": ["nginx", "-c", "/etc/nginx/nginx.conf"],
-                                "ports": [
-                                    {"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}
-                                ],
-                                "resources": resources(settings.nginx.resources),
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/", "port": NGINX_PORT},
-                                    "periodSeconds": 5,
-                                },
-                                "volumeMounts": [
-                                    {
-                                        "name": "conf",
-                                        "mountPath": "/etc/nginx/nginx.conf",
-                                        "subPath": "nginx.conf",
-                                        "readOnly": True,
-                                    },
-                                    {"name": "run", "mountPath": NGINX_RUN_DIR},
-                                    # nginx makes its temporary folders inside this one
-                                    # but not the folder itself.
-                                    {"name": "temp", "mountPath": f"{NGINX_RUN_DIR}/nginx-temp"},
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            {"name": "conf", "configMap": {"name": NGINX_CONF_MAP}},
-                            {"name": "run", "emptyDir": {}},
-                            {"name": "temp", "emptyDir": {}},
-                        ],
-                    },
-                },
-            },
-        },
-        nginx_service(
-            namespace,
-            run_slug,
-            "server",
-            profile.service_type,
-            service_annotations,
-            profile.service_app_protocol,
-            load_balancer_source_ranges,
-        ),
+    server = [
+        workloads.namespace_manifest("server"),
+        workloads.nginx_conf_map(conf),
+        workloads.nginx_deployment(conf_hash),
+        workloads.server_service(environment_service_annotations, load_balancer_source_ranges),
     ]
-
-    client: list[dict[str, Any]] = [
-        namespace_manifest(namespace, run_slug, "client", profile.namespace_labels)
-    ]
+    client = [workloads.namespace_manifest("client")]
     if profile.service_in_client_cluster:
-        # Same name and namespace, no endpoints here: the mesh routes to the server cluster.
-        client.append(
-            nginx_service(
-                namespace,
-                run_slug,
-                "client",
-                "ClusterIP",
-                profile.service_annotations,
-                profile.service_app_protocol,
-            )
-        )
-    client.append(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": FORTIO,
-                "namespace": namespace,
-                "labels": _labels(run_slug, "client", {"app": FORTIO}),
-            },
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": FORTIO}},
-                "template": {
-                    "metadata": {
-                        "labels": _labels(
-                            run_slug, "client", {"app": FORTIO, **profile.pod_labels}
-                        ),
-                        "annotations": dict(profile.client_pod_annotations),
-                    },
-                    "spec": {
-                        **_pod_spec_extras(node_selector),
-                        "containers": [
-                            {
-                                "name": FORTIO,
-                                "image": settings.fortio.image,
-                                # Server mode: REST API on 8080; results saved in data-dir
-                                # so /fortio/data/<id>.json serves them.
-                                "args": ["server", "-data-dir", FORTIO_DATA_DIR],
-                                "ports": [
-                                    {
-                                        "name": "http-rest",
-                                        "containerPort": FORTIO_REST_PORT,
-                                        "protocol": "TCP",
-                                    }
-                                ],
-                                "resources": resources(settings.fortio.resources),
-                                "readinessProbe": {
-                                    "httpGet": {
-                                        "path": "/fortio/rest/status",
-                                        "port": FORTIO_REST_PORT,
-                                    },
-                                    "periodSeconds": 5,
-                                },
-                                "volumeMounts": [{"name": "results", "mountPath": FORTIO_DATA_DIR}],
-                            }
-                        ],
-                        "volumes": [{"name": "results", "emptyDir": {}}],
-                    },
-                },
-            },
-        }
-    )
+        client.append(workloads.client_side_service())
+    client.append(workloads.fortio_deployment())
     return WorkloadManifests(namespace, server, client)
 
 

@@ -7,17 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshbench.environments.aws.constants import (
     RESOURCE_NOT_FOUND,
     error_code,
 )
 from meshbench.kube.access import ClusterAccess, ClusterAccessError
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
-
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +80,3 @@ class EksClusterAccess(ClusterAccess):
                     f"{self.role} cluster: EKS cluster {self.cluster_name!r} does not exist"
                 ) from None
             raise
-
-    def api_client(self, kubeconfig_path: str) -> ApiClient:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-        from kubernetes.client import Configuration
-
-        hook = KubernetesHook(
-            conn_id=None, config_file=kubeconfig_path, client_configuration=Configuration()
-        )
-        return hook.get_conn()

@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
-from meshbench.config import AwsEnvironment, BenchmarkConfig
+from meshbench.config import AwsEnvironment
 from meshbench.environments.aws.constants import (
     ENVIRONMENT,
     RESOURCE_NOT_FOUND,
@@ -19,8 +19,6 @@ from meshbench.environments.aws.constants import (
 from meshbench.environments.provider import (
     ClusterProvider,
 )
-from meshbench.kube.cluster import ApiFactory, default_api_factory
-from meshbench.kube.runner import CommandRunner
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +28,16 @@ class AwsClients(ClusterProvider):
 
     environment = ENVIRONMENT
 
-    def __init__(
-        self,
-        config: BenchmarkConfig,
-        *,
-        runner: CommandRunner | None = None,
-        api_factory: ApiFactory = default_api_factory,
-    ) -> None:
-        super().__init__(config, runner=runner, api_factory=api_factory)
-        self.env: AwsEnvironment = config.environments.aws
-        self._clients: dict[str, Any] = {}
+    @property
+    def env(self) -> AwsEnvironment:
+        return self.config.environments.aws
 
     # -- clients -----------------------------------------------------------------------
+    @cached_property
+    def _clients(self) -> dict[str, Any]:
+        """boto3 clients by service, each made on first use."""
+        return {}
+
     @cached_property
     def eks_hook(self) -> Any:
         from airflow.providers.amazon.aws.hooks.eks import EksHook

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -22,10 +22,6 @@ from meshbench.kube.cluster import ApiFactory, Clusters, default_api_factory
 from meshbench.kube.ops import Op, call_op
 from meshbench.kube.redact import format_command
 from meshbench.kube.runner import CommandRunner
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
-
 
 ENVIRONMENT = "capi"
 MANAGEMENT = "management"
@@ -111,15 +107,6 @@ class CapiWorkloadAccess(ClusterAccess):
         if not isinstance(document, dict):
             raise ClusterAccessError(f"Secret {self.namespace}/{secret_name} holds no kubeconfig")
         return select_context(document, None)
-
-    def api_client(self, kubeconfig_path: str) -> ApiClient:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-        from kubernetes.client import Configuration
-
-        hook = KubernetesHook(
-            conn_id=None, config_file=kubeconfig_path, client_configuration=Configuration()
-        )
-        return hook.get_conn()
 
 
 def done(_result: Any) -> None:
