@@ -167,3 +167,11 @@ def test_the_pods_nginx_conf_is_accepted_by_nginx(tmp_path):
     path.write_text(conf.replace(NGINX_RUN_DIR, str(tmp_path)))
     checked = subprocess.run([binary, "-t", "-c", str(path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_load_balancer_service_needs_no_annotations_from_its_environment() -> None:
+    profile = WorkloadProfile(service_type="LoadBalancer")
+    manifests = render_workloads("mb-0123abcd", "0123abcd", CONFIG.kubernetes, profile)
+    service = next(m for m in manifests.server if m["kind"] == "Service")
+    assert service["spec"]["type"] == "LoadBalancer"
+    validate(service, VERSIONS[0], strict=True)

@@ -302,7 +302,11 @@ class RunWorkloads:
         # they apply only to a LoadBalancer Service; the mesh's apply always.
         profile = self.profile
         annotations = {
-            **(environment_service_annotations if profile.service_type == "LoadBalancer" else {}),
+            **(
+                (environment_service_annotations or {})
+                if profile.service_type == "LoadBalancer"
+                else {}
+            ),
             **profile.service_annotations,
         }
         return nginx_service(
