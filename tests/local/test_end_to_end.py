@@ -83,6 +83,19 @@ def test_mesh_runs_end_to_end_and_leaves_nothing(runs: dict[str, LocalRun], mesh
         assert raw["RetCodes"] == {"200": raw["DurationHistogram"]["Count"]}
     measured = run.measured[0].outcome
     assert measured.context["path"] == ("direct" if mesh == "baseline" else mesh)
+    cost = measured.context["resources"]
+    mesh_roles = {
+        "baseline": set(),
+        "envoy-mtls": {"client proxy", "gateway", "server proxy"},
+        "wireguard": {"tunnel"},
+    }[mesh]
+    assert {c["role"] for c in cost["components"]} == {"load generator", "server app"} | mesh_roles
+    assert cost["requests"] > 0 and cost["machine"]["busy_seconds"] > 0
+    assert 0 < cost["attributed_share"] <= 1
+    assert all(c["cpu_seconds"] >= 0 for c in cost["components"])
+    assert all(c["peak_memory_bytes"] > 0 for c in cost["components"][1:])  # not wrk's
+    if mesh_roles:
+        assert cost["mesh_cpu_seconds_per_1000_requests"] > 0
     if mesh == "envoy-mtls":
         assert {"envoy"} <= set(measured.context["versions"])
         assert measured.raw_result["URL"].endswith(":15001/")

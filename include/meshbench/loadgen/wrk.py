@@ -319,9 +319,14 @@ class WrkRun:
     start_time: datetime
     returncode: int
     report: WrkReport | None
-    cpu_seconds: float
+    cpu_user_seconds: float
+    cpu_system_seconds: float
     output: str
     command: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_user_seconds + self.cpu_system_seconds
 
     @property
     def failure(self) -> str | None:
@@ -398,7 +403,8 @@ def run(
         start_time=start_time,
         returncode=returncode,
         report=report,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        cpu_user_seconds=usage.ru_utime,
+        cpu_system_seconds=usage.ru_stime,
         output=output,
         command=argv,
     )

@@ -13,8 +13,24 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class CpuTimes:
-    busy_ticks: int
-    idle_ticks: int
+    """All CPUs together, in clock ticks, by what they were doing (guest time is in user)."""
+
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+    steal: int
+
+    @property
+    def busy_ticks(self) -> int:
+        return self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+
+    @property
+    def idle_ticks(self) -> int:
+        return self.idle + self.iowait
 
     @property
     def total_ticks(self) -> int:
@@ -22,13 +38,9 @@ class CpuTimes:
 
 
 def read_cpu_times() -> CpuTimes:
-    """All CPUs together, from the first line of /proc/stat (guest time is part of user)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(value) for value in fields[:8])
-    return CpuTimes(
-        busy_ticks=user + nice + system + irq + softirq + steal,
-        idle_ticks=idle + iowait,
-    )
+    """The first line of /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    return CpuTimes(*(int(value) for value in fields))
 
 
 def read_load_average() -> tuple[float, float, float]:

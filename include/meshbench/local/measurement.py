@@ -15,7 +15,7 @@ from meshbench.backend import (
     StepFailed,
 )
 from meshbench.loadgen import wrk as wrk_loadgen
-from meshbench.local import binaries, counters, machine, netns
+from meshbench.local import binaries, counters, machine, netns, resources
 from meshbench.local.meshes.base import DIRECT, WORKLOAD, LocalDataPlane
 from meshbench.local.topology import Topology
 
@@ -106,6 +106,8 @@ def measure(
     backend.folder(ctx).touch()  # a run being measured is active: the reaper spares it
     hop = plane.first_hop(topology)
     before = hop.read()
+    roles = {WORKLOAD: resources.SERVER_APP, **plane.component_roles}
+    times_before = [resources.component_times(record, roles[record.name]) for record in records]
     cpu_before = sum(record.cpu_seconds() for record in records)
     machine_before = machine.MachineSample.take()
     run = wrk_loadgen.run(
@@ -115,11 +117,23 @@ def measure(
         spawn_in=lambda spawn: netns.call_in(topology.namespace("client"), spawn, cpus=client_cpus),
     )
     machine_after = machine.MachineSample.take()
+    times_after = [resources.component_times(record, roles[record.name]) for record in records]
     cpu_after = sum(record.cpu_seconds() for record in records)
     dead = [record for record in records if not record.is_running()]
     after = hop.read() if before is not None and not dead else None
     context["machine"] = machine.describe_interval(
         machine_before, machine_after, run.cpu_seconds + max(cpu_after - cpu_before, 0.0)
+    )
+    context["resources"] = resources.account(
+        times_before,
+        times_after,
+        machine_before.cpu,
+        machine_after.cpu,
+        # wrk starts as a fork of this process that enters the namespace and then execs;
+        # Linux keeps the fork's resident pages in wrk's peak, so no peak is reported.
+        resources.LoadGeneratorCost(run.cpu_user_seconds, run.cpu_system_seconds, None),
+        {record.name: resources.peak_memory_bytes(record) for record in records},
+        run.report.requests if run.report is not None else 0,
     )
     context["wrk_command"] = " ".join(run.command)
     context["first_hop_counters"] = hop.description

@@ -50,6 +50,8 @@ class LocalDataPlane:
     programs: ClassVar[tuple[str, ...]] = ()
     # Recorded process names in start order, and what each is in words.
     components: ClassVar[Mapping[str, str]] = {}
+    # Each component's role on the path (``local.resources``), for its cost.
+    component_roles: ClassVar[Mapping[str, str]] = {}
     # Why the data plane cannot run on loopback addresses; None: it can.
     needs_namespaces: ClassVar[str | None] = None
 

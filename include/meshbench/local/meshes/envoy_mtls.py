@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from meshbench.backend import RunContext, Step, StepFailed
-from meshbench.local import binaries, counters, envoy, pki, probes
+from meshbench.local import binaries, counters, envoy, pki, probes, resources
 from meshbench.local.meshes.base import LocalDataPlane, NotReady
 from meshbench.local.ops import LocalOp
 from meshbench.local.processes import ProcessRecord
@@ -36,6 +36,11 @@ class EnvoyMtls(LocalDataPlane):
     )
     programs = ("envoy",)
     components: ClassVar[Mapping[str, str]] = {role.name: role.description for role in envoy.ROLES}
+    component_roles: ClassVar[Mapping[str, str]] = {
+        envoy.CLIENT_SIDECAR.name: resources.CLIENT_PROXY,
+        envoy.GATEWAY.name: resources.GATEWAY,
+        envoy.SERVER_SIDECAR.name: resources.SERVER_PROXY,
+    }
 
     def url(self, topology: Topology) -> str:
         return f"http://{topology.local_host('client')}:{topology.ports['client_sidecar']}/"

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from meshbench.backend import RunContext, Step, StepFailed
+from meshbench.local import resources
 from meshbench.local import wireguard as wg
 from meshbench.local.meshes.base import LocalDataPlane, NotReady
 from meshbench.local.ops import LocalOp
@@ -36,6 +37,9 @@ class WireGuard(LocalDataPlane):
     programs = ("wireguard-go", "wg")
     components: ClassVar[Mapping[str, str]] = {
         _process(cluster): f"wireguard-go in the {cluster} cluster" for cluster in START_ORDER
+    }
+    component_roles: ClassVar[Mapping[str, str]] = {
+        _process(cluster): resources.TUNNEL for cluster in START_ORDER
     }
     needs_namespaces = (
         "the wireguard mesh needs network namespaces (root): its tunnel devices would "
