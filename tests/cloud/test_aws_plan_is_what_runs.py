@@ -25,12 +25,11 @@ def as_run_reports_them(steps: Sequence[Step]) -> list[str]:
     ]
 
 
-def ready_node(name: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+def add_ready_node(api: FakeKubeApi, name: str) -> None:
+    api.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    # A kubelet reports status; an apply never sets it.
+    api.objects[(*NODE, None, name)]["status"] = {
+        "conditions": [{"type": "Ready", "status": "True"}]
     }
 
 
@@ -40,7 +39,7 @@ def test_an_aws_run_carries_out_the_steps_of_its_plan(moto, aws_config, mesh: st
     # its Ready node.
     apis = {role: FakeKubeApi(role, extra_kinds={NODE: False}) for role in ("client", "server")}
     for role, api in apis.items():
-        api.apply(ready_node(f"{role}-node-1"))
+        add_ready_node(api, f"{role}-node-1")
 
     def api_factory(access: ClusterAccess, kubeconfig_path: str) -> FakeKubeApi:
         return apis[access.role]
