@@ -20,6 +20,7 @@ from typing import Any
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, ContainerResources, KubernetesMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
+from meshbench.kube.load_balancers import NO_POLICY, LoadBalancerPolicy
 from meshbench.kube.ops import Op, call_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
@@ -321,6 +322,14 @@ class Component:
 class ComponentMeshInstaller(MeshInstaller):
     """An installer made of components: install runs them in order, uninstall in reverse."""
 
+    # False where teardown deletes by name, so that it never needs the environment's
+    # load-balancer settings; an installer whose uninstall steps render them keeps True.
+    uninstall_uses_load_balancer_policy = True
+
+    def __init__(self, config: BenchmarkConfig) -> None:
+        super().__init__(config)
+        self._building_teardown = False
+
     def components(self, ctx: RunContext, iteration: int) -> list[Component]:
         raise NotImplementedError
 
@@ -328,7 +337,25 @@ class ComponentMeshInstaller(MeshInstaller):
         return install_sequence(self.components(ctx, iteration))
 
     def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return uninstall_sequence(self.components(ctx, iteration))
+        """With ``uninstall_uses_load_balancer_policy`` False, built without asking the
+        environment anything: its answers (the other cluster's node addresses, for
+        load-balancer source ranges) need clusters that may be gone by now. Each op then
+        reaches only its own cluster when it runs, so an unreachable one fails its own steps
+        alone."""
+        self._building_teardown = not self.uninstall_uses_load_balancer_policy
+        try:
+            components = self.components(ctx, iteration)
+        finally:
+            self._building_teardown = False
+        return uninstall_sequence(components)
+
+    def load_balancer_policy(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> LoadBalancerPolicy:
+        if self._building_teardown:
+            # Only install ops use it, and those built alongside the teardown are dropped.
+            return NO_POLICY
+        return super().load_balancer_policy(ctx, role, clients)
 
 
 def install_sequence(components: Sequence[Component]) -> list[Op]:

@@ -58,6 +58,8 @@ from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadPr
 class IstioInstaller(ComponentMeshInstaller):
     name = "istio"
     cli_poll_interval = 5.0
+    # Teardown deletes by name.
+    uninstall_uses_load_balancer_policy = False
 
     def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)

@@ -56,6 +56,8 @@ from meshbench.workloads.kubernetes import WorkloadProfile
 class KumaInstaller(ComponentMeshInstaller):
     name = "kuma"
     api_poll_interval = 5.0
+    # Teardown deletes by name (the global's objects too: see delete_global).
+    uninstall_uses_load_balancer_policy = False
 
     def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)
