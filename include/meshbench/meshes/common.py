@@ -322,16 +322,21 @@ class Component:
 class ComponentMeshInstaller(MeshInstaller):
     """An installer made of components: install runs them in order, uninstall in reverse."""
 
+    # What the inventory steps call the mesh ("Istio is installed").
+    display_name: str
+    # Install order; uninstall runs them backwards.
+    component_builders: tuple[ComponentBuilder, ...] = ()
     # False where teardown deletes by name, so that it never needs the environment's
     # load-balancer settings; an installer whose uninstall steps render them keeps True.
     uninstall_uses_load_balancer_policy = True
 
     def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)
+        self.timeouts = config.kubernetes.timeouts
         self._building_teardown = False
 
     def components(self, ctx: RunContext, iteration: int) -> list[Component]:
-        raise NotImplementedError
+        return [build(self, ctx, iteration) for build in self.component_builders]
 
     def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
         return install_sequence(self.components(ctx, iteration))
@@ -356,6 +361,21 @@ class ComponentMeshInstaller(MeshInstaller):
             # Only install ops use it, and those built alongside the teardown are dropped.
             return NO_POLICY
         return super().load_balancer_policy(ctx, role, clients)
+
+
+ComponentBuilder = Callable[[ComponentMeshInstaller, RunContext, int], Component]
+
+
+def inventory_component(
+    installer: ComponentMeshInstaller, ctx: RunContext, iteration: int
+) -> Component:
+    """Both clusters' namespaces, CRDs and webhooks recorded before the mesh is installed
+    and compared with that record once it is uninstalled."""
+    from meshbench.meshes import inventory  # it builds on this module
+
+    return inventory.iteration_component(
+        ctx, iteration, installer.display_name, installer.timeouts.namespace_deletion
+    )
 
 
 def install_sequence(components: Sequence[Component]) -> list[Op]:

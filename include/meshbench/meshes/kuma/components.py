@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +18,10 @@ from meshbench.meshes import inventory
 from meshbench.meshes.common import (
     ROLES,
     Component,
+    ComponentBuilder,
     cli_op,
     delete_crds_op,
+    inventory_component,
     managed_labels,
     namespace_manifest,
     phase,
@@ -43,12 +45,6 @@ from meshbench.meshes.kuma.resources import (
     mesh_resource,
     needs_traffic_permission,
 )
-
-
-def inventory_component(installer: KumaInstaller, ctx: RunContext, iteration: int) -> Component:
-    return inventory.iteration_component(
-        ctx, iteration, "Kuma", installer.timeouts.namespace_deletion
-    )
 
 
 def global_control_plane(installer: KumaInstaller, ctx: RunContext, iteration: int) -> Component:
@@ -391,8 +387,6 @@ def zone_control_planes(installer: KumaInstaller, ctx: RunContext, iteration: in
     zones_part.uninstall.append(installer._delete_zones_op(uninstall))
     return zones_part
 
-
-ComponentBuilder = Callable[["KumaInstaller", RunContext, int], Component]
 
 # Install order; uninstall runs them backwards.
 COMPONENT_BUILDERS: tuple[ComponentBuilder, ...] = (
