@@ -21,7 +21,7 @@ from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, ContainerResources, KubernetesMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.load_balancers import NO_POLICY, LoadBalancerPolicy
-from meshbench.kube.ops import Op, call_op, render_manifests
+from meshbench.kube.ops import Op, call_op, delete_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
 from meshbench.meshes.base import MeshInstaller
@@ -420,6 +420,25 @@ def uninstall_sequence(components: Sequence[Component]) -> list[Op]:
             report,
         ),
     ]
+
+
+def delete_namespace_op(
+    step_phase: str, role: str, component: str, namespace: str, timeout: float, text: str
+) -> Op:
+    """Delete a namespace the component made and wait until it is gone with what it held."""
+    return delete_op(
+        step_phase, role, "v1", "Namespace", namespace, None, timeout, step_text(component, text)
+    )
+
+
+def delete_secret_op(
+    step_phase: str, role: str, component: str, namespace: str, name: str, why: str = ""
+) -> Op:
+    """Delete a Secret the component made (already gone is fine); ``why`` says whose it is."""
+    text = f"delete Secret {namespace}/{name}" + (f" ({why})" if why else "")
+    return delete_op(
+        step_phase, role, "v1", "Secret", name, namespace, None, step_text(component, text)
+    )
 
 
 def namespace_manifest(name: str, labels: Mapping[str, str]) -> dict[str, Any]:

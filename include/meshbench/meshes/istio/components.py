@@ -14,6 +14,8 @@ from meshbench.meshes.common import (
     ComponentBuilder,
     api_wait_op,
     cli_op,
+    delete_namespace_op,
+    delete_secret_op,
     inventory_component,
     other,
     phase,
@@ -100,15 +102,13 @@ def namespace(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
             )
         )
         part.uninstall.append(
-            delete_op(
+            delete_namespace_op(
                 uninstall,
                 role,
-                "v1",
-                "Namespace",
+                "namespace",
                 ISTIO_NAMESPACE,
-                None,
                 installer.timeouts.namespace_deletion,
-                step_text("namespace", f"delete {ISTIO_NAMESPACE} and wait until it is gone"),
+                f"delete {ISTIO_NAMESPACE} and wait until it is gone",
             )
         )
     return part
@@ -121,16 +121,7 @@ def plugin_ca(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
     part.install.append(installer._cacerts_op(ctx, install))
     for role in ROLES:
         part.uninstall.append(
-            delete_op(
-                uninstall,
-                role,
-                "v1",
-                "Secret",
-                CACERTS_SECRET,
-                ISTIO_NAMESPACE,
-                None,
-                step_text("plug-in CA", f"delete Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET}"),
-            )
+            delete_secret_op(uninstall, role, "plug-in CA", ISTIO_NAMESPACE, CACERTS_SECRET)
         )
     return part
 
@@ -280,19 +271,13 @@ def remote_secrets(installer: IstioInstaller, ctx: RunContext, iteration: int) -
         secret = remote_secret_name(installer.cluster_name(described))
         part.install.append(installer._remote_secret_op(ctx, install, target, described))
         part.uninstall.append(
-            delete_op(
+            delete_secret_op(
                 uninstall,
                 target,
-                "v1",
-                "Secret",
-                secret,
+                "remote secrets",
                 ISTIO_NAMESPACE,
-                None,
-                step_text(
-                    "remote secrets",
-                    f"delete Secret {ISTIO_NAMESPACE}/{secret} (it describes "
-                    f"the {described} cluster)",
-                ),
+                secret,
+                f"it describes the {described} cluster",
             )
         )
     return part
