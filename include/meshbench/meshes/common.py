@@ -20,7 +20,8 @@ from typing import Any
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, ContainerResources, KubernetesMesh
 from meshbench.kube.cluster import Clusters, KubeCluster
-from meshbench.kube.ops import Op, call_op, render_manifests
+from meshbench.kube.load_balancers import NO_POLICY, LoadBalancerPolicy
+from meshbench.kube.ops import Op, call_op, delete_op, render_manifests
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import Readiness, wait_for
 from meshbench.meshes.base import MeshInstaller
@@ -321,14 +322,60 @@ class Component:
 class ComponentMeshInstaller(MeshInstaller):
     """An installer made of components: install runs them in order, uninstall in reverse."""
 
+    # What the inventory steps call the mesh ("Istio is installed").
+    display_name: str
+    # Install order; uninstall runs them backwards.
+    component_builders: tuple[ComponentBuilder, ...] = ()
+    # False where teardown deletes by name, so that it never needs the environment's
+    # load-balancer settings; an installer whose uninstall steps render them keeps True.
+    uninstall_uses_load_balancer_policy = True
+
+    def __init__(self, config: BenchmarkConfig) -> None:
+        super().__init__(config)
+        self.timeouts = config.kubernetes.timeouts
+        self._building_teardown = False
+
     def components(self, ctx: RunContext, iteration: int) -> list[Component]:
-        raise NotImplementedError
+        return [build(self, ctx, iteration) for build in self.component_builders]
 
     def install_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
         return install_sequence(self.components(ctx, iteration))
 
     def uninstall_ops(self, ctx: RunContext, iteration: int) -> list[Op]:
-        return uninstall_sequence(self.components(ctx, iteration))
+        """With ``uninstall_uses_load_balancer_policy`` False, built without asking the
+        environment anything: its answers (the other cluster's node addresses, for
+        load-balancer source ranges) need clusters that may be gone by now. Each op then
+        reaches only its own cluster when it runs, so an unreachable one fails its own steps
+        alone."""
+        self._building_teardown = not self.uninstall_uses_load_balancer_policy
+        try:
+            components = self.components(ctx, iteration)
+        finally:
+            self._building_teardown = False
+        return uninstall_sequence(components)
+
+    def load_balancer_policy(
+        self, ctx: RunContext, role: str, clients: Sequence[str] | None = None
+    ) -> LoadBalancerPolicy:
+        if self._building_teardown:
+            # Only install ops use it, and those built alongside the teardown are dropped.
+            return NO_POLICY
+        return super().load_balancer_policy(ctx, role, clients)
+
+
+ComponentBuilder = Callable[[ComponentMeshInstaller, RunContext, int], Component]
+
+
+def inventory_component(
+    installer: ComponentMeshInstaller, ctx: RunContext, iteration: int
+) -> Component:
+    """Both clusters' namespaces, CRDs and webhooks recorded before the mesh is installed
+    and compared with that record once it is uninstalled."""
+    from meshbench.meshes import inventory  # it builds on this module
+
+    return inventory.iteration_component(
+        ctx, iteration, installer.display_name, installer.timeouts.namespace_deletion
+    )
 
 
 def install_sequence(components: Sequence[Component]) -> list[Op]:
@@ -373,6 +420,25 @@ def uninstall_sequence(components: Sequence[Component]) -> list[Op]:
             report,
         ),
     ]
+
+
+def delete_namespace_op(
+    step_phase: str, role: str, component: str, namespace: str, timeout: float, text: str
+) -> Op:
+    """Delete a namespace the component made and wait until it is gone with what it held."""
+    return delete_op(
+        step_phase, role, "v1", "Namespace", namespace, None, timeout, step_text(component, text)
+    )
+
+
+def delete_secret_op(
+    step_phase: str, role: str, component: str, namespace: str, name: str, why: str = ""
+) -> Op:
+    """Delete a Secret the component made (already gone is fine); ``why`` says whose it is."""
+    text = f"delete Secret {namespace}/{name}" + (f" ({why})" if why else "")
+    return delete_op(
+        step_phase, role, "v1", "Secret", name, namespace, None, step_text(component, text)
+    )
 
 
 def namespace_manifest(name: str, labels: Mapping[str, str]) -> dict[str, Any]:

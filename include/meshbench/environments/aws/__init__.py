@@ -32,42 +32,20 @@ from meshbench.backend import RunContext
 from meshbench.config import BenchmarkConfig
 from meshbench.environments.aws.access import EksClusterAccess
 from meshbench.environments.aws.constants import (
-    CLUSTER_ADMIN_POLICY,
     EKS_CLUSTER_TAG,
     EKS_NODE_CLUSTER_TAG,
     ENVIRONMENT,
-    KUBERNETES_CLUSTER_TAG,
-    LBC_CLUSTER_TAG,
-    LOAD_BALANCER_ANNOTATIONS,
     NETWORK_TEMPLATE,
-    STACK_BUSY,
-    STACK_CREATING,
-    STACK_DELETING,
-    STACK_READY,
-    STACK_ROLLED_BACK,
     TAG_CREATED_AT,
     TAG_DAG_ID,
-    TAG_ENVIRONMENT,
     TAG_KEEP,
-    TAG_KIND,
     TAG_MANAGED,
-    TAG_MESH,
-    TAG_ROLE,
     TAG_RUN_ID,
     TAG_SLUG,
-    error_code,
 )
 from meshbench.environments.aws.network import NetworkStack
 from meshbench.environments.aws.reaper import AwsReaper
-from meshbench.environments.aws.rules import (
-    NEEDS_NODE_REACHABILITY,
-    NODE_TO_NODE_RULES,
-    NSM_IPSEC_RULES,
-    PortRule,
-    ip_permissions,
-    node_rules,
-    subnet_blocks,
-)
+from meshbench.environments.aws.rules import PortRule, ip_permissions, node_rules
 from meshbench.environments.kubernetes import build_kubernetes_backend
 
 if TYPE_CHECKING:
@@ -75,31 +53,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What the environment's users (the registry, the reaper, tests) name; the rest stays in
+# the modules that define it.
 __all__ = [
-    "CLUSTER_ADMIN_POLICY",
     "EKS_CLUSTER_TAG",
     "EKS_NODE_CLUSTER_TAG",
     "ENVIRONMENT",
-    "KUBERNETES_CLUSTER_TAG",
-    "LBC_CLUSTER_TAG",
-    "LOAD_BALANCER_ANNOTATIONS",
-    "NEEDS_NODE_REACHABILITY",
     "NETWORK_TEMPLATE",
-    "NODE_TO_NODE_RULES",
-    "NSM_IPSEC_RULES",
-    "STACK_BUSY",
-    "STACK_CREATING",
-    "STACK_DELETING",
-    "STACK_READY",
-    "STACK_ROLLED_BACK",
     "TAG_CREATED_AT",
     "TAG_DAG_ID",
-    "TAG_ENVIRONMENT",
     "TAG_KEEP",
-    "TAG_KIND",
     "TAG_MANAGED",
-    "TAG_MESH",
-    "TAG_ROLE",
     "TAG_RUN_ID",
     "TAG_SLUG",
     "AwsProvider",
@@ -107,10 +71,8 @@ __all__ = [
     "NetworkStack",
     "PortRule",
     "build_backend",
-    "error_code",
     "ip_permissions",
     "node_rules",
-    "subnet_blocks",
 ]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,14 +26,37 @@ from meshbench.environments.aws.constants import (
     TAG_SLUG,
 )
 from meshbench.environments.aws.network import AwsNetwork, NetworkStack
+from meshbench.environments.aws.steps import CREATE, run_without_clusters
 from meshbench.environments.provider import (
     ROLES,
     isoformat,
     tag_value,
     utcnow,
 )
+from meshbench.kube.ops import Op, call_op
 
 log = logging.getLogger(__name__)
+
+# The plan is rendered before the clusters exist: their creation-time tag is shown as this.
+PLANNED_CREATION_TIME = "<creation time, UTC>"
+
+
+@dataclass
+class ClusterCreation:
+    """What one create_clusters task learns as its ops run: the network stack (known once
+    the first op has found or made it) and each cluster's record for the task's result."""
+
+    created_at: datetime
+    network: NetworkStack | None = None
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def use_network(self, network: NetworkStack) -> None:
+        self.network = network
+
+    def require_network(self) -> NetworkStack:
+        if self.network is None:
+            raise StepFailed("the network stack step has not run: the clusters have no subnets")
+        return self.network
 
 
 class AwsClusters(AwsNetwork):
@@ -99,80 +125,86 @@ class AwsClusters(AwsNetwork):
             "tags": self.resource_tags(ctx, role, created_at),
         }
 
-    def create(self, ctx: RunContext) -> dict[str, Any]:
-        network = self.ensure_network()
-        created_at = utcnow()
-        clusters: dict[str, dict[str, Any]] = {}
-        # Both control planes are requested before waiting for either (they take ~10 min).
+    # -- create_clusters -----------------------------------------------------------------
+    def create_ops(self, ctx: RunContext, creation: ClusterCreation | None = None) -> list[Op]:
+        """The network, both clusters, their node groups and the waits, in the order they run.
+        ``creation`` collects what the ops find; the plan leaves it out."""
+        creation = creation or ClusterCreation(utcnow())
+        env = self.env
+        planned = self.planned_network()
+        on_aws = functools.partial(call_op, CREATE)
+        waiter = self.waiter_limits()
+        ops = [self.network_op(creation.use_network)]
         for role in ROLES:
-            name = self.cluster_name(ctx, role)
-            existing = self._describe_cluster(name)
-            if existing is not None:
-                self._check_ours(ctx, "EKS cluster", name, existing.get("tags") or {})
-                status = existing.get("status")
-                if status in ("DELETING", "FAILED"):
-                    raise StepFailed(
-                        f"EKS cluster {name} is {status}; delete_clusters (or the reaper) "
-                        f"removes it, then a new run creates it again"
-                    )
-                log.info("adopting EKS cluster %s (%s) made by an earlier try", name, status)
-                clusters[role] = {"name": name, "adopted": True}
-                continue
-            request = self.cluster_request(ctx, role, network, created_at)
-            log.info(
-                "creating EKS cluster %s: Kubernetes %s, %s auth, subnets %s",
-                name,
-                request["version"],
-                self.env.authentication_mode,
-                ",".join(request["resourcesVpcConfig"]["subnetIds"]),
-            )
-            try:
-                self.eks_hook.create_cluster(**request)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
-                    raise
-                log.info("EKS cluster %s appeared concurrently; adopting it", name)
-            clusters[role] = {"name": name, "adopted": False}
-        for role in ROLES:
-            name = clusters[role]["name"]
-            self._wait("cluster_active", f"EKS cluster {name}", name=name)
-        self.grant_admins(ctx)
-        for role in ROLES:
-            cluster = clusters[role]["name"]
-            nodegroup = self.nodegroup_name(ctx, role)
-            existing = self._describe_nodegroup(cluster, nodegroup)
-            if existing is not None:
-                self._check_ours(ctx, "node group", nodegroup, existing.get("tags") or {})
-                log.info("adopting node group %s (%s)", nodegroup, existing.get("status"))
-            else:
-                request = self.nodegroup_request(ctx, role, network, created_at)
-                _subnets, why = self.node_subnets(ctx.mesh, network)
-                log.info(
-                    "creating node group %s: %d x %s (%s, %s) in %s",
-                    nodegroup,
-                    self.env.node_count,
-                    self.env.instance_type,
-                    self.env.ami_type,
-                    self.env.capacity_type,
-                    why,
+            request = self.cluster_request(ctx, role, planned, creation.created_at)
+            request["tags"][TAG_CREATED_AT] = PLANNED_CREATION_TIME
+            ops.append(
+                on_aws(
+                    role,
+                    "api",
+                    f"Create EKS cluster {request['name']} (adopted when an earlier try of "
+                    f"this run made it; requested before waiting for either cluster)",
+                    lambda clusters, role=role: self.create_cluster(ctx, role, creation),
+                    f"EksHook.create_cluster(**{json.dumps(request, indent=2)})",
                 )
-                try:
-                    self.eks_hook.create_nodegroup(**request)
-                except ClientError as exc:
-                    if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
-                        raise
-            clusters[role]["nodegroup"] = nodegroup
-        for role in ROLES:
-            cluster, nodegroup = clusters[role]["name"], clusters[role]["nodegroup"]
-            self._wait(
-                "nodegroup_active",
-                f"node group {nodegroup}",
-                clusterName=cluster,
-                nodegroupName=nodegroup,
+            )
+        names = self.cluster_names(ctx)
+        ops.append(
+            on_aws(
+                None,
+                "wait",
+                f"Wait until both clusters are ACTIVE: {', '.join(names.values())}",
+                lambda clusters: self._wait_all("cluster_active", names),
+                f"eks waiter cluster_active {waiter}",
+            )
+        )
+        if env.admin_principal_arns:
+            ops.append(
+                on_aws(
+                    None,
+                    "api",
+                    "Access entries for the extra admin principals",
+                    lambda clusters: self.grant_admins(ctx),
+                    "\n".join(
+                        f"eks.create_access_entry(principalArn={arn!r}); "
+                        f"eks.associate_access_policy(policyArn={CLUSTER_ADMIN_POLICY!r}, "
+                        f"accessScope={{'type': 'cluster'}})"
+                        for arn in env.admin_principal_arns
+                    ),
+                )
             )
         for role in ROLES:
-            described = self._describe_cluster(clusters[role]["name"]) or {}
-            clusters[role].update(
+            request = self.nodegroup_request(ctx, role, planned, creation.created_at)
+            request["tags"][TAG_CREATED_AT] = PLANNED_CREATION_TIME
+            _subnets, why = self.node_subnets(ctx.mesh, planned)
+            ops.append(
+                on_aws(
+                    role,
+                    "api",
+                    f"Create managed node group {request['nodegroupName']}: {env.node_count} x "
+                    f"{env.instance_type}, {env.ami_type}, {env.capacity_type}, in {why}",
+                    lambda clusters, role=role: self.create_nodegroup(ctx, role, creation),
+                    f"EksHook.create_nodegroup(**{json.dumps(request, indent=2)})",
+                )
+            )
+        nodegroups = {role: (name, self.nodegroup_name(ctx, role)) for role, name in names.items()}
+        ops.append(
+            on_aws(
+                None,
+                "wait",
+                "Wait until both node groups are ACTIVE",
+                lambda clusters: self._wait_nodegroups(nodegroups),
+                f"eks waiter nodegroup_active {waiter}",
+            )
+        )
+        return ops
+
+    def create(self, ctx: RunContext) -> dict[str, Any]:
+        creation = ClusterCreation(utcnow())
+        summary = run_without_clusters(self.create_ops(ctx, creation), self.runner)
+        for cluster in creation.clusters.values():
+            described = self._describe_cluster(cluster["name"]) or {}
+            cluster.update(
                 {
                     "arn": described.get("arn"),
                     "version": described.get("version"),
@@ -183,9 +215,82 @@ class AwsClusters(AwsNetwork):
         return {
             "environment": ENVIRONMENT,
             "region": self.env.region,
-            "network": network.describe(),
-            "clusters": clusters,
+            "network": creation.require_network().describe(),
+            "clusters": creation.clusters,
+            "steps": summary["steps"],
         }
+
+    def create_cluster(self, ctx: RunContext, role: str, creation: ClusterCreation) -> None:
+        """Request the ``role`` cluster, or adopt it when an earlier try of this run made it."""
+        name = self.cluster_name(ctx, role)
+        existing = self._describe_cluster(name)
+        if existing is not None:
+            self._check_ours(ctx, "EKS cluster", name, existing.get("tags") or {})
+            status = existing.get("status")
+            if status in ("DELETING", "FAILED"):
+                raise StepFailed(
+                    f"EKS cluster {name} is {status}; delete_clusters (or the reaper) "
+                    f"removes it, then a new run creates it again"
+                )
+            log.info("adopting EKS cluster %s (%s) made by an earlier try", name, status)
+            creation.clusters[role] = {"name": name, "adopted": True}
+            return
+        request = self.cluster_request(ctx, role, creation.require_network(), creation.created_at)
+        log.info(
+            "creating EKS cluster %s: Kubernetes %s, %s auth, subnets %s",
+            name,
+            request["version"],
+            self.env.authentication_mode,
+            ",".join(request["resourcesVpcConfig"]["subnetIds"]),
+        )
+        try:
+            self.eks_hook.create_cluster(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
+                raise
+            log.info("EKS cluster %s appeared concurrently; adopting it", name)
+        creation.clusters[role] = {"name": name, "adopted": False}
+
+    def create_nodegroup(self, ctx: RunContext, role: str, creation: ClusterCreation) -> None:
+        """Request the ``role`` cluster's node group, or adopt this run's."""
+        cluster = self.cluster_name(ctx, role)
+        nodegroup = self.nodegroup_name(ctx, role)
+        existing = self._describe_nodegroup(cluster, nodegroup)
+        if existing is not None:
+            self._check_ours(ctx, "node group", nodegroup, existing.get("tags") or {})
+            log.info("adopting node group %s (%s)", nodegroup, existing.get("status"))
+        else:
+            network = creation.require_network()
+            request = self.nodegroup_request(ctx, role, network, creation.created_at)
+            _subnets, why = self.node_subnets(ctx.mesh, network)
+            log.info(
+                "creating node group %s: %d x %s (%s, %s) in %s",
+                nodegroup,
+                self.env.node_count,
+                self.env.instance_type,
+                self.env.ami_type,
+                self.env.capacity_type,
+                why,
+            )
+            try:
+                self.eks_hook.create_nodegroup(**request)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != RESOURCE_IN_USE:
+                    raise
+        creation.clusters.setdefault(role, {"name": cluster})["nodegroup"] = nodegroup
+
+    def _wait_all(self, waiter: str, names: dict[str, str]) -> None:
+        for name in names.values():
+            self._wait(waiter, f"EKS cluster {name}", name=name)
+
+    def _wait_nodegroups(self, nodegroups: dict[str, tuple[str, str]]) -> None:
+        for cluster, nodegroup in nodegroups.values():
+            self._wait(
+                "nodegroup_active",
+                f"node group {nodegroup}",
+                clusterName=cluster,
+                nodegroupName=nodegroup,
+            )
 
     def grant_admins(self, ctx: RunContext) -> None:
         """Access entries for the extra principals in ``admin_principal_arns`` (the creating

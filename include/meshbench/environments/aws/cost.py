@@ -10,7 +10,7 @@ from meshbench.backend import RunContext
 from meshbench.environments.aws.constants import (
     TAG_CREATED_AT,
 )
-from meshbench.environments.aws.load_balancers import AwsLoadBalancers
+from meshbench.environments.aws.prepare import AwsPreparation
 from meshbench.environments.provider import (
     ROLES,
     isoformat,
@@ -20,7 +20,7 @@ from meshbench.environments.provider import (
 log = logging.getLogger(__name__)
 
 
-class AwsCost(AwsLoadBalancers):
+class AwsCost(AwsPreparation):
     def usage(self, ctx: RunContext) -> dict[str, Any]:
         """When the run's clusters and node groups were created (before deleting them)."""
         found: dict[str, Any] = {}

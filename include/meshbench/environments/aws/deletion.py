@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -11,15 +12,18 @@ from botocore.exceptions import ClientError
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.environments.aws.constants import (
+    EKS_CLUSTER_TAG,
+    KUBERNETES_CLUSTER_TAG,
+    LBC_CLUSTER_TAG,
     RESOURCE_IN_USE_RETRIES,
     RESOURCE_NOT_FOUND,
+    TAG_KEEP,
     _waiter_config,
 )
 from meshbench.environments.aws.cost import AwsCost
-from meshbench.environments.provider import (
-    ROLES,
-    utcnow,
-)
+from meshbench.environments.aws.steps import DELETE, run_without_clusters, states_a_fact
+from meshbench.environments.provider import utcnow
+from meshbench.kube.ops import Op, call_op
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +52,15 @@ class AwsDeletion(AwsCost):
 
     def delete_clusters_by_name(self, clusters: list[str]) -> dict[str, str]:
         """Delete node groups, then clusters, all in parallel; waits for both."""
-        outcome: dict[str, str] = {}
-        present = [name for name in clusters if self._describe_cluster(name) is not None]
-        for name in clusters:
-            if name not in present:
-                outcome[name] = "already gone"
+        self.delete_nodegroups(clusters)
+        return self.delete_eks_clusters(clusters)
+
+    def _present(self, clusters: list[str]) -> list[str]:
+        return [name for name in clusters if self._describe_cluster(name) is not None]
+
+    def delete_nodegroups(self, clusters: list[str]) -> None:
+        """Delete every node group of ``clusters`` (all at once), then wait until they are gone."""
+        present = self._present(clusters)
         for name in present:
             for nodegroup in self.eks_hook.list_nodegroups(clusterName=name):
                 log.info("deleting node group %s of %s", nodegroup, name)
@@ -69,6 +77,12 @@ class AwsDeletion(AwsCost):
                 )
             except Exception as exc:
                 raise StepFailed(f"node groups of {name} were not deleted: {exc}") from None
+
+    def delete_eks_clusters(self, clusters: list[str]) -> dict[str, str]:
+        """Delete ``clusters`` (all at once) and wait until they are gone; "deleted" or
+        "already gone" for each."""
+        present = self._present(clusters)
+        outcome = {name: "already gone" for name in clusters if name not in present}
         for name in present:
             log.info("deleting EKS cluster %s", name)
             deleted = self._delete_with_retries(
@@ -79,15 +93,68 @@ class AwsDeletion(AwsCost):
             self._wait("cluster_deleted", f"EKS cluster {name}", name=name)
         return outcome
 
+    # -- delete_clusters -----------------------------------------------------------------
+    def delete_ops(self, ctx: RunContext) -> list[Op]:
+        env = self.env
+        names = list(self.cluster_names(ctx).values())
+        owner_tags = " or ".join(
+            [f"{KUBERNETES_CLUSTER_TAG.format(name='<cluster>')}", f"{LBC_CLUSTER_TAG}=<cluster>"]
+        )
+        waiter = self.waiter_limits()
+        on_aws = functools.partial(call_op, DELETE, None)
+        return [
+            on_aws(
+                "wait",
+                f"Wait up to {env.load_balancer_wait:g}s for the load balancers of "
+                f"{', '.join(names)} to go (they outlive clusters and block VPC deletion); "
+                f"delete those still there",
+                lambda clusters: {"load_balancers": self.drain_load_balancers(names)},
+                f"elb.describe_load_balancers + describe_tags, elbv2.describe_load_balancers + "
+                f"describe_tags: tag {owner_tags}",
+            ),
+            on_aws(
+                "api",
+                "Delete the node groups of both clusters, then wait",
+                lambda clusters: self.delete_nodegroups(names),
+                "eks.delete_nodegroup(clusterName=..., nodegroupName=...) for every node group\n"
+                f"EksHook waiter all_nodegroups_deleted {waiter}",
+            ),
+            on_aws(
+                "api",
+                f"Delete both clusters ({', '.join(names)}), then wait; record cluster-minutes",
+                lambda clusters: {"deleted": self.delete_eks_clusters(names)},
+                f"eks.delete_cluster(name=...); eks waiter cluster_deleted {waiter}",
+            ),
+            on_aws(
+                "api",
+                "Delete security groups Kubernetes made for load balancers of these clusters "
+                "(best effort)",
+                lambda clusters: {
+                    "security_groups_deleted": self.delete_orphan_security_groups(names)
+                },
+                "ec2.delete_security_group for groups tagged kubernetes.io/cluster/<cluster> "
+                f"without {EKS_CLUSTER_TAG}",
+            ),
+            on_aws(
+                "api",
+                f"Keep the shared network stack {env.network_stack_name} "
+                f"({TAG_KEEP}=true; the reaper spares it)",
+                states_a_fact,
+            ),
+        ]
+
     def delete(self, ctx: RunContext) -> dict[str, Any]:
-        names = [self.cluster_name(ctx, role) for role in ROLES]
+        # When the clusters were made is read before they go; the cluster-minutes need it.
         found = self.usage(ctx)
-        balancers = self.drain_load_balancers(names)
-        outcome = self.delete_clusters_by_name(names)
-        groups = self.delete_orphan_security_groups(names)
+        summary = run_without_clusters(self.delete_ops(ctx), self.runner)
         used = self.minutes_used(found, utcnow())
         used.update(
-            {"deleted": outcome, "load_balancers": balancers, "security_groups_deleted": groups}
+            {
+                "deleted": summary["deleted"],
+                "load_balancers": summary["load_balancers"],
+                "security_groups_deleted": summary["security_groups_deleted"],
+                "steps": summary["steps"],
+            }
         )
         log.info(
             "run %s used %.1f cluster-minutes and %.1f node-minutes (about $%.2f)",

@@ -18,6 +18,20 @@ from meshbench.environments.aws.security_groups import AwsSecurityGroups
 
 log = logging.getLogger(__name__)
 
+# (type, boto3 service, the list in a describe_load_balancers page, the id in an item, the
+# describe_tags parameter and the id in its answer): classic ELBs by name, ELBv2 by ARN.
+_BALANCER_APIS = (
+    (
+        "classic",
+        "elb",
+        "LoadBalancerDescriptions",
+        "LoadBalancerName",
+        "LoadBalancerNames",
+        "LoadBalancerName",
+    ),
+    ("v2", "elbv2", "LoadBalancers", "LoadBalancerArn", "ResourceArns", "ResourceArn"),
+)
+
 
 class AwsLoadBalancers(AwsSecurityGroups):
     def service_annotations(self) -> dict[str, str]:
@@ -60,39 +74,25 @@ class AwsLoadBalancers(AwsSecurityGroups):
                 return False
             return cluster in wanted if wanted is not None else cluster.startswith("mb-")
 
-        elb = self.client("elb")
-        classic = {
-            item["LoadBalancerName"]: item
-            for page in elb.get_paginator("describe_load_balancers").paginate()
-            for item in page["LoadBalancerDescriptions"]
-        }
-        for name, cluster in _owners(elb, classic, "LoadBalancerNames", "LoadBalancerName", owner):
-            if keep(cluster):
-                found.append(
-                    {
-                        "type": "classic",
-                        "id": name,
-                        "cluster": cluster,
-                        "created": classic[name].get("CreatedTime"),
-                    }
-                )
-        elbv2 = self.client("elbv2")
-        balancers = {
-            item["LoadBalancerArn"]: item
-            for page in elbv2.get_paginator("describe_load_balancers").paginate()
-            for item in page["LoadBalancers"]
-        }
-        for arn, cluster in _owners(elbv2, balancers, "ResourceArns", "ResourceArn", owner):
-            if keep(cluster):
-                found.append(
-                    {
-                        "type": "v2",
-                        "id": arn,
-                        "name": balancers[arn].get("LoadBalancerName"),
-                        "cluster": cluster,
-                        "created": balancers[arn].get("CreatedTime"),
-                    }
-                )
+        for kind, service, listing, id_key, tag_request, tag_answer in _BALANCER_APIS:
+            client = self.client(service)
+            balancers = {
+                item[id_key]: item
+                for page in client.get_paginator("describe_load_balancers").paginate()
+                for item in page[listing]
+            }
+            for balancer_id, cluster in _owners(client, balancers, tag_request, tag_answer, owner):
+                if keep(cluster):
+                    item = balancers[balancer_id]
+                    found.append(
+                        {
+                            "type": kind,
+                            "id": balancer_id,
+                            "name": item.get("LoadBalancerName"),
+                            "cluster": cluster,
+                            "created": item.get("CreatedTime"),
+                        }
+                    )
         return found
 
     def delete_load_balancer(self, balancer: dict[str, Any]) -> None:

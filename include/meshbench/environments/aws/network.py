@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +33,12 @@ from meshbench.environments.aws.rules import (
     NEEDS_NODE_REACHABILITY,
     subnet_blocks,
 )
+from meshbench.environments.aws.steps import CREATE
 from meshbench.environments.provider import (
     isoformat,
     utcnow,
 )
+from meshbench.kube.ops import Op, call_op
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,49 @@ class AwsNetwork(AwsClients):
             TAG_CREATED_AT: isoformat(utcnow()),
         }
         return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+    def planned_network(self) -> NetworkStack:
+        """The network stack as the plan shows it: its outputs are only known once it exists."""
+        stack = self.env.network_stack_name
+        return NetworkStack(
+            name=stack,
+            vpc_id=f"<VpcId output of {stack}>",
+            public_subnets=(f"<{stack} public subnet 1>", f"<{stack} public subnet 2>"),
+            private_subnets=(
+                (f"<{stack} private subnet 1>", f"<{stack} private subnet 2>")
+                if self.env.private_subnets
+                else ()
+            ),
+            cluster_role_arn=f"<ClusterRoleArn output of {stack}>",
+            node_role_arn=f"<NodeRoleArn output of {stack}>",
+        )
+
+    def network_op(self, found: Callable[[NetworkStack], None]) -> Op:
+        """Use or create the shared network stack; ``found`` receives it for the later steps."""
+        env = self.env
+        stack_call = {
+            "StackName": env.network_stack_name,
+            "TemplateBody": "<include/meshbench/environments/aws_network.yaml>",
+            "Parameters": {
+                p["ParameterKey"]: p["ParameterValue"] for p in self.network_parameters()
+            },
+            "Capabilities": ["CAPABILITY_IAM"],
+            "Tags": {TAG_MANAGED: "true", TAG_KEEP: "true", TAG_KIND: "network"},
+        }
+        return call_op(
+            CREATE,
+            None,
+            "api",
+            f"Use the shared network stack {env.network_stack_name} in {env.region}, or "
+            f"create it once (later runs reuse it)",
+            lambda clusters: found(self.ensure_network()),
+            f"cloudformation.describe_stacks(StackName={env.network_stack_name!r})\n"
+            f"if missing: cloudformation.create_stack({json.dumps(stack_call, indent=2)})\n"
+            f"waiter stack_create_complete {self.waiter_limits()}",
+        )
+
+    def waiter_limits(self) -> str:
+        return f"(delay {self.env.waiter_delay}s, at most {self.env.waiter_max_attempts} polls)"
 
     def _describe_stack(self, name: str) -> dict[str, Any] | None:
         try:

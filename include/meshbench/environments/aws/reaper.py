@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from meshbench.environments.aws.constants import (
     ENVIRONMENT,
@@ -21,6 +23,21 @@ from meshbench.environments.provider import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _tagged_leftover(
+    kind: str, name: str, created: datetime | None, tags: dict[str, str], **extra: Any
+) -> Leftover:
+    """A leftover that names the DAG run which made it, as its meshbench tags say."""
+    return Leftover(
+        ENVIRONMENT,
+        kind,
+        name,
+        created,
+        dag_id=tags.get(TAG_DAG_ID),
+        run_id=tags.get(TAG_RUN_ID),
+        **extra,
+    )
 
 
 class AwsReaper(AwsPlan):
@@ -42,28 +59,18 @@ class AwsReaper(AwsPlan):
                 cluster.get("createdAt")
             )
             leftovers.append(
-                Leftover(
-                    ENVIRONMENT,
+                _tagged_leftover(
                     "eks-cluster",
                     name,
                     created,
-                    dag_id=tags.get(TAG_DAG_ID),
-                    run_id=tags.get(TAG_RUN_ID),
+                    tags,
                     detail={"status": cluster.get("status"), "slug": tags.get(TAG_SLUG)},
                 )
             )
-            for nodegroup in self.eks_hook.list_nodegroups(clusterName=name):
-                leftovers.append(
-                    Leftover(
-                        ENVIRONMENT,
-                        "eks-nodegroup",
-                        nodegroup,
-                        created,
-                        dag_id=tags.get(TAG_DAG_ID),
-                        run_id=tags.get(TAG_RUN_ID),
-                        parent=name,
-                    )
-                )
+            leftovers += [
+                _tagged_leftover("eks-nodegroup", nodegroup, created, tags, parent=name)
+                for nodegroup in self.eks_hook.list_nodegroups(clusterName=name)
+            ]
         for page in self.cloudformation.get_paginator("describe_stacks").paginate():
             for stack in page["Stacks"]:
                 tags = {tag["Key"]: tag["Value"] for tag in stack.get("Tags", [])}
@@ -73,14 +80,12 @@ class AwsReaper(AwsPlan):
                 ):
                     continue
                 leftovers.append(
-                    Leftover(
-                        ENVIRONMENT,
+                    _tagged_leftover(
                         "cloudformation-stack",
                         stack["StackName"],
                         parse_timestamp(tags.get(TAG_CREATED_AT))
                         or parse_timestamp(stack.get("CreationTime")),
-                        dag_id=tags.get(TAG_DAG_ID),
-                        run_id=tags.get(TAG_RUN_ID),
+                        tags,
                         keep=tags.get(TAG_KEEP) == "true",
                         detail={"status": stack["StackStatus"]},
                     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from typing import Any
 
@@ -20,10 +22,12 @@ from meshbench.environments.aws.rules import (
     ip_permissions,
     node_rules,
 )
+from meshbench.environments.aws.steps import PREPARE, states_a_fact
 from meshbench.environments.provider import (
     ROLES,
 )
 from meshbench.kube.cluster import Clusters
+from meshbench.kube.ops import Op, call_op
 from meshbench.kube.waits import Readiness
 
 log = logging.getLogger(__name__)
@@ -100,53 +104,104 @@ class AwsSecurityGroups(AwsClusters):
         return "server" if role == "client" else "client"
 
     def open_security_groups(self, ctx: RunContext) -> dict[str, Any]:
-        """Authorize the mesh's node-to-node ports on each cluster's security group, from the
-        other cluster's node addresses only. Repeating it is harmless."""
+        """Authorize the mesh's node-to-node ports on both clusters' security groups (what
+        prepare_pair's security-group steps do). Repeating it is harmless."""
         rules = self.node_rules(ctx)
-        opened: dict[str, Any] = {}
         if not rules:
             log.info("mesh %s needs no node-to-node rules (it crosses via LBs)", ctx.mesh)
-            return {"rules": opened}
+            return {"rules": {}}
+        return {"rules": {role: self.open_security_group(ctx, role, rules) for role in ROLES}}
+
+    def open_security_group(
+        self, ctx: RunContext, role: str, rules: tuple[PortRule, ...]
+    ) -> dict[str, Any]:
+        """Authorize ``rules`` on the ``role`` cluster's security group, from the other
+        cluster's node addresses only."""
+        cluster = self.cluster_name(ctx, role)
+        peer = self.cluster_name(ctx, self.peer_role(role))
+        group = self.cluster_security_group(cluster)
+        sources = self.egress_cidrs(peer, need_public_nodes=True)
+        permissions = ip_permissions(rules, sources, f"meshbench {ctx.slug} from {peer}")
+        for permission in permissions:
+            try:
+                self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[permission])
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != PERMISSION_DUPLICATE:
+                    raise StepFailed(f"security group {group} of {cluster}: {exc}") from None
+            log.info(
+                "security group %s of %s: %s/%s-%s open to %s",
+                group,
+                cluster,
+                permission["IpProtocol"],
+                permission["FromPort"],
+                permission["ToPort"],
+                ", ".join(sources),
+            )
+        return {
+            "security_group": group,
+            "ports": [rule.label() for rule in rules],
+            "sources": sources,
+        }
+
+    def security_group_ops(self, ctx: RunContext, opened: dict[str, Any]) -> list[Op]:
+        """One op per cluster opening the mesh's node-to-node ports (recorded in ``opened``),
+        or a note that the mesh needs none."""
+        rules = self.node_rules(ctx)
+        if not rules:
+            return [
+                call_op(
+                    PREPARE,
+                    None,
+                    "api",
+                    f"No node-to-node security-group rules: {ctx.mesh} crosses between the "
+                    f"clusters through LoadBalancer Services only",
+                    states_a_fact,
+                )
+            ]
+        ops = []
         for role in ROLES:
             cluster = self.cluster_name(ctx, role)
             peer = self.cluster_name(ctx, self.peer_role(role))
-            group = self.cluster_security_group(cluster)
-            sources = self.egress_cidrs(peer, need_public_nodes=True)
-            permissions = ip_permissions(rules, sources, f"meshbench {ctx.slug} from {peer}")
-            for permission in permissions:
-                try:
-                    self.ec2.authorize_security_group_ingress(
-                        GroupId=group, IpPermissions=[permission]
-                    )
-                except ClientError as exc:
-                    if exc.response["Error"]["Code"] != PERMISSION_DUPLICATE:
-                        raise StepFailed(f"security group {group} of {cluster}: {exc}") from None
-                log.info(
-                    "security group %s of %s: %s/%s-%s open to %s",
-                    group,
-                    cluster,
-                    permission["IpProtocol"],
-                    permission["FromPort"],
-                    permission["ToPort"],
-                    ", ".join(sources),
-                )
-            opened[role] = {
-                "security_group": group,
-                "ports": [rule.label() for rule in rules],
-                "sources": sources,
-            }
-        return {"rules": opened}
+            # The plan cannot know the peer's addresses; the op looks them up when it runs.
+            planned = [
+                {
+                    "IpProtocol": rule.protocol,
+                    "FromPort": rule.from_port,
+                    "ToPort": rule.to_port,
+                    "IpRanges": [{"CidrIp": f"<public IPv4 of each node of {peer}>/32"}],
+                }
+                for rule in rules
+            ]
 
-    def wait_nodes_ready(self, ctx: RunContext) -> dict[str, Any]:
-        """Every node of both clusters registered and Ready (node groups can be ACTIVE a
-        little before their kubelets report Ready)."""
+            def open_group(clusters: Clusters, role: str = role) -> None:
+                opened[role] = self.open_security_group(ctx, role, rules)
+
+            ops.append(
+                call_op(
+                    PREPARE,
+                    role,
+                    "api",
+                    f"Open {', '.join(rule.label() for rule in rules)} on {cluster}'s cluster "
+                    f"security group to {peer}'s nodes only ("
+                    + "; ".join(rule.purpose for rule in rules)
+                    + ")",
+                    open_group,
+                    f"ec2.authorize_security_group_ingress(GroupId=<clusterSecurityGroupId of "
+                    f"{cluster}>, IpPermissions={json.dumps(planned, indent=2)})\n"
+                    f"InvalidPermission.Duplicate counts as done",
+                )
+            )
+        return ops
+
+    def node_wait_ops(self, ctx: RunContext, ready: dict[str, int]) -> list[Op]:
+        """Every node of each cluster registered and Ready (node groups can be ACTIVE a
+        little before their kubelets report Ready); the counts go into ``ready``."""
         wanted = self.env.node_count
         timeout = self.env.waiter_delay * self.env.waiter_max_attempts
-        found: dict[str, int] = {}
 
         def state(api: Any) -> Readiness:
             nodes = api.list("v1", "Node")
-            ready = [
+            found = [
                 node
                 for node in nodes
                 if any(
@@ -154,23 +209,24 @@ class AwsSecurityGroups(AwsClusters):
                     for condition in (node.get("status") or {}).get("conditions") or []
                 )
             ]
-            if len(ready) < wanted:
-                return Readiness(False, (f"{len(ready)} of {wanted} node(s) Ready",))
-            return Readiness(True, (), len(ready))
+            if len(found) < wanted:
+                return Readiness(False, (f"{len(found)} of {wanted} node(s) Ready",))
+            return Readiness(True, (), len(found))
 
-        with Clusters(
-            {role: self.access(ctx, role) for role in ROLES},
-            self.runner,
-            self.api_factory,
-            poll_interval=float(self.env.waiter_delay),
-        ) as clusters:
-            for role in ROLES:
-                found[role] = clusters[role].wait(state, f"{wanted} node(s) Ready", timeout)
-        return {"nodes_ready": found}
+        def wait(clusters: Clusters, role: str) -> None:
+            ready[role] = clusters[role].wait(state, f"{wanted} node(s) Ready", timeout)
 
-    def prepare(self, ctx: RunContext) -> dict[str, Any]:
-        opened = self.open_security_groups(ctx)
-        return {**opened, **self.wait_nodes_ready(ctx)}
+        return [
+            call_op(
+                PREPARE,
+                role,
+                "wait",
+                f"Wait until {wanted} node(s) of {self.cluster_name(ctx, role)} are Ready",
+                functools.partial(wait, role=role),
+                f"poll LIST v1 Node every {self.env.waiter_delay}s, up to {timeout}s",
+            )
+            for role in ROLES
+        ]
 
     def delete_orphan_security_groups(self, clusters: list[str]) -> list[str]:
         """Security groups the in-tree provider made for load balancers (``k8s-elb-*``) of

@@ -3,18 +3,20 @@ for both clusters; ``IstioInstaller.components`` lists them in install order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from meshbench.backend import RunContext
-from meshbench.kube.ops import apply_op, call_op, delete_op
-from meshbench.meshes import inventory
+from meshbench.kube.ops import Op, apply_op, call_op, delete_op
 from meshbench.meshes.common import (
     ROLES,
     CliFile,
     Component,
+    ComponentBuilder,
     api_wait_op,
     cli_op,
+    delete_namespace_op,
+    delete_secret_op,
+    inventory_component,
     other,
     phase,
     render,
@@ -39,6 +41,28 @@ if TYPE_CHECKING:
     from meshbench.meshes.istio.installer import IstioInstaller
 
 
+def istioctl_install_op(
+    installer: IstioInstaller, step_phase: str, role: str, description: str, operator: CliFile
+) -> Op:
+    """``istioctl install`` of one IstioOperator file, waiting for what it installs."""
+    return cli_op(
+        step_phase,
+        role,
+        description,
+        ISTIOCTL,
+        [
+            "install",
+            "-y",
+            "--readiness-timeout",
+            f"{int(installer.timeouts.rollout)}s",
+            "-f",
+            f"{{dir}}/{operator.name}",
+        ],
+        installer.timeouts.command,
+        files=[operator],
+    )
+
+
 def preflight(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
     install = phase(iteration, "install_mesh")
     version = require_version(ctx, installer.name)
@@ -60,12 +84,6 @@ def preflight(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
     return part
 
 
-def inventory_component(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
-    return inventory.iteration_component(
-        ctx, iteration, "Istio", installer.timeouts.namespace_deletion
-    )
-
-
 def namespace(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Component:
     install = phase(iteration, "install_mesh")
     uninstall = phase(iteration, "uninstall_mesh")
@@ -84,15 +102,13 @@ def namespace(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
             )
         )
         part.uninstall.append(
-            delete_op(
+            delete_namespace_op(
                 uninstall,
                 role,
-                "v1",
-                "Namespace",
+                "namespace",
                 ISTIO_NAMESPACE,
-                None,
                 installer.timeouts.namespace_deletion,
-                step_text("namespace", f"delete {ISTIO_NAMESPACE} and wait until it is gone"),
+                f"delete {ISTIO_NAMESPACE} and wait until it is gone",
             )
         )
     return part
@@ -105,16 +121,7 @@ def plugin_ca(installer: IstioInstaller, ctx: RunContext, iteration: int) -> Com
     part.install.append(installer._cacerts_op(ctx, install))
     for role in ROLES:
         part.uninstall.append(
-            delete_op(
-                uninstall,
-                role,
-                "v1",
-                "Secret",
-                CACERTS_SECRET,
-                ISTIO_NAMESPACE,
-                None,
-                step_text("plug-in CA", f"delete Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET}"),
-            )
+            delete_secret_op(uninstall, role, "plug-in CA", ISTIO_NAMESPACE, CACERTS_SECRET)
         )
     return part
 
@@ -125,12 +132,9 @@ def control_plane(installer: IstioInstaller, ctx: RunContext, iteration: int) ->
     timeout = installer.timeouts.command
     part = Component("control plane")
     for role in ROLES:
-        load_balancer = installer.load_balancer_policy(ctx, role)
-        control_file = CliFile(
-            "control-plane.yaml", render([installer.control_plane_operator(role, load_balancer)])
-        )
         part.install.append(
-            cli_op(
+            istioctl_install_op(
+                installer,
                 install,
                 role,
                 step_text(
@@ -138,17 +142,16 @@ def control_plane(installer: IstioInstaller, ctx: RunContext, iteration: int) ->
                     f"istioctl install: mesh {installer.settings.mesh_id}, cluster "
                     f"{installer.cluster_name(role)}, network {installer.network(role)}",
                 ),
-                ISTIOCTL,
-                [
-                    "install",
-                    "-y",
-                    "--readiness-timeout",
-                    f"{int(installer.timeouts.rollout)}s",
-                    "-f",
-                    "{dir}/control-plane.yaml",
-                ],
-                timeout,
-                files=[control_file],
+                CliFile(
+                    "control-plane.yaml",
+                    render(
+                        [
+                            installer.control_plane_operator(
+                                role, installer.load_balancer_policy(ctx, role)
+                            )
+                        ]
+                    ),
+                ),
             )
         )
         part.uninstall.append(
@@ -174,11 +177,9 @@ def eastwest_gateway(installer: IstioInstaller, ctx: RunContext, iteration: int)
     part = Component("east-west gateway")
     for role in ROLES:
         load_balancer = installer.load_balancer_policy(ctx, role)
-        eastwest_file = CliFile(
-            "eastwest.yaml", render([installer.eastwest_operator(role, load_balancer)])
-        )
         part.install.append(
-            cli_op(
+            istioctl_install_op(
+                installer,
                 install,
                 role,
                 step_text(
@@ -192,17 +193,9 @@ def eastwest_gateway(installer: IstioInstaller, ctx: RunContext, iteration: int)
                     )
                     + ")",
                 ),
-                ISTIOCTL,
-                [
-                    "install",
-                    "-y",
-                    "--readiness-timeout",
-                    f"{int(timeouts.rollout)}s",
-                    "-f",
-                    "{dir}/eastwest.yaml",
-                ],
-                timeouts.command,
-                files=[eastwest_file],
+                CliFile(
+                    "eastwest.yaml", render([installer.eastwest_operator(role, load_balancer)])
+                ),
             )
         )
         part.uninstall += [
@@ -278,25 +271,17 @@ def remote_secrets(installer: IstioInstaller, ctx: RunContext, iteration: int) -
         secret = remote_secret_name(installer.cluster_name(described))
         part.install.append(installer._remote_secret_op(ctx, install, target, described))
         part.uninstall.append(
-            delete_op(
+            delete_secret_op(
                 uninstall,
                 target,
-                "v1",
-                "Secret",
-                secret,
+                "remote secrets",
                 ISTIO_NAMESPACE,
-                None,
-                step_text(
-                    "remote secrets",
-                    f"delete Secret {ISTIO_NAMESPACE}/{secret} (it describes "
-                    f"the {described} cluster)",
-                ),
+                secret,
+                f"it describes the {described} cluster",
             )
         )
     return part
 
-
-ComponentBuilder = Callable[["IstioInstaller", RunContext, int], Component]
 
 # Install order; uninstall runs them backwards.
 COMPONENT_BUILDERS: tuple[ComponentBuilder, ...] = (

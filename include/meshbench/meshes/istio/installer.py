@@ -16,7 +16,6 @@ from meshbench.kube.waits import Readiness, load_balancer_state
 from meshbench.meshes import inventory
 from meshbench.meshes.common import (
     ROLES,
-    Component,
     ComponentMeshInstaller,
     managed_labels,
     namespace_manifest,
@@ -57,12 +56,15 @@ from meshbench.workloads.kubernetes import FORTIO, NGINX, NGINX_PORT, WorkloadPr
 
 class IstioInstaller(ComponentMeshInstaller):
     name = "istio"
+    display_name = "Istio"
+    component_builders = COMPONENT_BUILDERS
     cli_poll_interval = 5.0
+    # Teardown deletes by name.
+    uninstall_uses_load_balancer_policy = False
 
     def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)
         self.settings: IstioMesh = config.meshes.istio
-        self.timeouts = config.kubernetes.timeouts
 
     # ------------------------------------------------------------------ names
     def cluster_name(self, role: str) -> str:
@@ -182,9 +184,6 @@ class IstioInstaller(ComponentMeshInstaller):
         )
 
     # ------------------------------------------------------------------ install
-    def components(self, ctx: RunContext, iteration: int) -> list[Component]:
-        return [build(self, ctx, iteration) for build in COMPONENT_BUILDERS]
-
     def _check_cli(self, clusters: Clusters, version: str) -> dict[str, Any]:
         result = clusters["client"].run(ISTIOCTL, ["version", "--remote=false"], timeout=60)
         found = parse_client_version(result.stdout)

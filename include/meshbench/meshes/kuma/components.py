@@ -4,22 +4,26 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.load_balancers import NO_POLICY, policy_patch_op
-from meshbench.kube.ops import apply_op, call_op, delete_op, wait_op
+from meshbench.kube.ops import apply_op, call_op, wait_op
 from meshbench.kube.redact import format_command
 from meshbench.kube.waits import load_balancer_state
 from meshbench.meshes import inventory
 from meshbench.meshes.common import (
     ROLES,
     Component,
+    ComponentBuilder,
     cli_op,
     delete_crds_op,
+    delete_namespace_op,
+    delete_secret_op,
+    inventory_component,
     managed_labels,
     namespace_manifest,
     phase,
@@ -43,12 +47,6 @@ from meshbench.meshes.kuma.resources import (
     mesh_resource,
     needs_traffic_permission,
 )
-
-
-def inventory_component(installer: KumaInstaller, ctx: RunContext, iteration: int) -> Component:
-    return inventory.iteration_component(
-        ctx, iteration, "Kuma", installer.timeouts.namespace_deletion
-    )
 
 
 def global_control_plane(installer: KumaInstaller, ctx: RunContext, iteration: int) -> Component:
@@ -180,34 +178,19 @@ def global_control_plane(installer: KumaInstaller, ctx: RunContext, iteration: i
     )
     if store.store == "postgres":
         global_part.uninstall.append(
-            delete_op(
-                uninstall,
-                g,
-                "v1",
-                "Secret",
-                POSTGRES_SECRET,
-                installer.global_namespace,
-                None,
-                step_text(
-                    "global control plane",
-                    f"delete Secret {installer.global_namespace}/{POSTGRES_SECRET}",
-                ),
+            delete_secret_op(
+                uninstall, g, "global control plane", installer.global_namespace, POSTGRES_SECRET
             )
         )
     global_part.uninstall.append(
-        delete_op(
+        delete_namespace_op(
             uninstall,
             g,
-            "v1",
-            "Namespace",
+            "global control plane",
             installer.global_namespace,
-            None,
             timeouts.namespace_deletion,
-            step_text(
-                "global control plane",
-                f"delete namespace {installer.global_namespace} and wait until it is gone (its "
-                f"load balancer with it)",
-            ),
+            f"delete namespace {installer.global_namespace} and wait until it is gone (its "
+            f"load balancer with it)",
         )
     )
     return global_part
@@ -374,25 +357,18 @@ def zone_control_planes(installer: KumaInstaller, ctx: RunContext, iteration: in
                 "kuma.io",
                 lambda cluster, k=key: inventory.before_names(cluster, ctx, k, "crds"),
             ),
-            delete_op(
+            delete_namespace_op(
                 uninstall,
                 role,
-                "v1",
-                "Namespace",
+                "zone control planes",
                 ZONE_NAMESPACE,
-                None,
                 timeouts.namespace_deletion,
-                step_text(
-                    "zone control planes",
-                    f"delete namespace {ZONE_NAMESPACE} and wait until it is gone",
-                ),
+                f"delete namespace {ZONE_NAMESPACE} and wait until it is gone",
             ),
         ]
     zones_part.uninstall.append(installer._delete_zones_op(uninstall))
     return zones_part
 
-
-ComponentBuilder = Callable[["KumaInstaller", RunContext, int], Component]
 
 # Install order; uninstall runs them backwards.
 COMPONENT_BUILDERS: tuple[ComponentBuilder, ...] = (

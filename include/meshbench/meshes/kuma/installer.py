@@ -21,7 +21,6 @@ from meshbench.kube.waits import Readiness, wait_for
 from meshbench.meshes import inventory
 from meshbench.meshes.common import (
     ROLES,
-    Component,
     ComponentMeshInstaller,
     managed_labels,
     phase,
@@ -55,12 +54,15 @@ from meshbench.workloads.kubernetes import WorkloadProfile
 
 class KumaInstaller(ComponentMeshInstaller):
     name = "kuma"
+    display_name = "Kuma"
+    component_builders = COMPONENT_BUILDERS
     api_poll_interval = 5.0
+    # Teardown deletes by name (the global's objects too: see delete_global).
+    uninstall_uses_load_balancer_policy = False
 
     def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)
         self.settings: KumaMesh = config.meshes.kuma
-        self.timeouts = config.kubernetes.timeouts
 
     # ------------------------------------------------------------------ names
     @property
@@ -330,9 +332,6 @@ class KumaInstaller(ComponentMeshInstaller):
 
     def _apply_postgres_secret(self, clusters: Clusters, ctx: RunContext) -> None:
         clusters[self.global_role].apply([self._postgres_secret(ctx)])
-
-    def components(self, ctx: RunContext, iteration: int) -> list[Component]:
-        return [build(self, ctx, iteration) for build in COMPONENT_BUILDERS]
 
     def _delete_zones_op(self, step_phase: str) -> Op:
         """Zones stay on the global after their control planes are gone; deleting one is
