@@ -528,12 +528,35 @@ class KubernetesBackend(Backend):
         return self._run(ctx, self.workload_ready_ops(ctx, iteration))
 
     def uninstall_mesh(self, ctx: RunContext, iteration: int) -> None:
-        self._run(ctx, self.uninstall_ops(ctx, iteration))
+        phase = iteration_phase(iteration, "uninstall_mesh")
+        self._run_each(
+            ctx,
+            [
+                *([op] for op in self._namespace_removal_ops(ctx, phase)),
+                lambda: self.installer.uninstall_ops(ctx, iteration),
+            ],
+        )
+
+    def _run_each(self, ctx: RunContext, groups: list[list[Op] | Callable[[], list[Op]]]) -> None:
+        """Run each group of teardown ops (or build it, then run it) even when an earlier
+        one failed: a cluster that cannot be reached must not keep the other's teardown from
+        running. Fails once all were tried, naming every failure."""
+        failures = []
+        for group in groups:
+            try:
+                self._run(ctx, group() if callable(group) else group)
+            except Exception as exc:
+                log.warning("teardown went on past a failure: %s", exc)
+                failures.append(str(exc) or type(exc).__name__)
+        if failures:
+            raise StepFailed("; ".join(failures))
 
     def delete_clusters(self, ctx: RunContext) -> None:
         try:
             try:
-                self._run(ctx, self._namespace_removal_ops(ctx, "delete_clusters"))
+                self._run_each(
+                    ctx, [[op] for op in self._namespace_removal_ops(ctx, "delete_clusters")]
+                )
             finally:
                 # What prepare_pair installed (SPIRE, CoreDNS changes) goes even when the
                 # namespace did not: on adopted clusters nothing else would remove it.
