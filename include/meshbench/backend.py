@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshbench.config import BenchmarkConfig, LoadProfile
@@ -100,6 +100,15 @@ class RunContext:
             object.__setattr__(self, "slug", run_slug(self.dag_id, self.run_id))
         if not re.fullmatch(r"[a-z0-9]{4,12}", self.slug):
             raise ValueError(f"run slug {self.slug!r} must be 4-12 lower-case letters or digits")
+
+    def at_step(self, index: int) -> RunContext:
+        """The context of load step ``index``: its load alone, and the step in the labels
+        every load generator attaches to its result (a one-step profile adds none)."""
+        if not self.load.steps:
+            return self
+        load = self.load.at_step(index)
+        labels = {**self.labels, "step": load.step_key()}
+        return replace(self, load=load, labels=labels)
 
     @property
     def resource_prefix(self) -> str:

@@ -35,6 +35,7 @@ from meshbench.backend import RunContext
 from meshbench.config import (
     VERSIONED_MESHES,
     BenchmarkConfig,
+    LoadProfile,
     format_duration,
     load_config,
 )
@@ -195,6 +196,17 @@ def _plan_markdown(config: BenchmarkConfig, environment: str, mesh: str) -> str:
         return f"_The plan could not be rendered: {exc}_"
 
 
+def _load_text(load: LoadProfile) -> str:
+    if not load.steps:
+        return f"{load.qps} QPS requested, {load.connections} connection(s)"
+    steps = ", ".join(
+        f"{step.connections} connection(s) at "
+        + ("max" if step.target_qps == 0 else f"{step.target_qps} QPS")
+        for step in load.steps
+    )
+    return f"a ladder of {len(load.steps)} step(s) ({steps})"
+
+
 def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
     load = config.load_profile_for(environment)
     env = config.environment(environment)
@@ -206,9 +218,9 @@ def _doc_md(config: BenchmarkConfig, environment: str, mesh: str) -> str:
         f"Benchmarks the `{mesh}` mesh between the two clusters of the `{environment}` "
         f"environment and loads every result into the results database.",
         "",
-        f"- Load profile `{config.load_profile_name_for(environment)}`: {load.qps} QPS "
-        f"requested, {load.connections} connection(s), {format_duration(load.duration)} per "
-        f"run, {load.runs_per_iteration} measured run(s) per iteration, {load.iterations} "
+        f"- Load profile `{config.load_profile_name_for(environment)}`: {_load_text(load)}, "
+        f"{format_duration(load.duration)} per run, {load.runs_per_iteration} measured "
+        f"run(s) per iteration{' and step' if load.steps else ''}, {load.iterations} "
         f"iteration(s), warm-up {'on' if load.warmup else 'off'}.",
         f"- The run fails when fewer than {load.min_positive} measured runs are positive; a "
         "failed iteration becomes negative rows with the failing task and reason.",
@@ -262,6 +274,23 @@ def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict
             description="Requested QPS; 0 asks for as fast as possible.",
         ),
     }
+    if load.steps:
+        # Left empty, the ladder runs as configured; either one makes it a single step.
+        params["connections"] = Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=1024,
+            description="Empty runs the ladder; a number runs one step with this many "
+            "connections.",
+        )
+        params["qps"] = Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Empty runs the ladder; a number runs one step at this rate "
+            "(0: as fast as possible).",
+        )
     if mesh in VERSIONED_MESHES:
         params["mesh_version"] = Param(
             config.mesh_version(environment, mesh),
@@ -278,7 +307,7 @@ def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict
 def _measure_timeout(config: BenchmarkConfig, environment: str, mesh: str) -> timedelta:
     load = config.load_profile_for(environment)
     paths = 2 if config.paired_baseline(environment, mesh) else 1
-    seconds = load.runs_per_iteration * paths * load.duration * 1.5
+    seconds = len(load.ladder()) * load.runs_per_iteration * paths * load.duration * 1.5
     return timedelta(seconds=seconds) + MEASURE_TIMEOUT_MARGIN
 
 

@@ -47,7 +47,7 @@ from meshbench.config.kubernetes import (
     KubernetesWorkload,
     MetricsServerSettings,
 )
-from meshbench.config.load_profiles import LoadProfile
+from meshbench.config.load_profiles import LoadProfile, LoadStep
 from meshbench.config.meshes import (
     IstioMesh,
     KubernetesMesh,
@@ -99,6 +99,7 @@ __all__ = [
     "KumaGlobalControlPlane",
     "KumaMesh",
     "LoadProfile",
+    "LoadStep",
     "LocalEnvironment",
     "MeshBase",
     "Meshes",

@@ -39,8 +39,9 @@ def placeholder_topology(backend: LocalBackend, ctx: RunContext) -> Topology:
 
 
 def local_plan(backend: LocalBackend, ctx: RunContext) -> Plan:
-    """Every step of a local run in order, without making anything: one iteration, and one
-    load-generator run of each phase the iteration has."""
+    """Every step of a local run in order, without making anything: one iteration, its
+    warm-up at the first load step, then one load-generator run of each measured phase at
+    every step of the profile's ladder."""
     topology = placeholder_topology(backend, ctx)
     plane = backend.plane
     warnings: list[str] = []
@@ -51,10 +52,14 @@ def local_plan(backend: LocalBackend, ctx: RunContext) -> Plan:
         )
         if plane.needs_namespaces:
             warnings.append(plane.needs_namespaces)
-    phases = [PHASE_WARMUP] if ctx.load.warmup else []
+    phases = []
     if plane.adds_path and backend.settings.paired_baseline:
         phases.append(PHASE_PAIRED_BASELINE)
     phases.append(PHASE_MEASURED)
+    load_runs = [(1, PHASE_WARMUP)] if ctx.load.warmup else []
+    load_runs += [
+        (step, phase) for step in range(1, len(ctx.load.ladder()) + 1) for phase in phases
+    ]
     ops = [
         *backend.cluster_ops(topology),
         *plane.prepare_pair_ops(backend, ctx),
@@ -64,7 +69,10 @@ def local_plan(backend: LocalBackend, ctx: RunContext) -> Plan:
         *backend.workload_ready_ops(ctx, topology),
     ]
     steps: list[Step] = [op.step for op in ops]
-    steps += [measurement.measure_step(plane, ctx, topology, phase) for phase in phases]
+    steps += [
+        measurement.measure_step(plane, ctx.at_step(step), topology, phase)
+        for step, phase in load_runs
+    ]
     steps += [op.step for op in backend.uninstall_ops(ctx, PLAN_ITERATION)]
     steps += [op.step for op in backend.delete_ops(ctx)]
     return Plan(

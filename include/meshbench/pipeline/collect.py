@@ -20,6 +20,7 @@ from meshbench.pipeline.steps import (
     TaskRun,
     TooFewPositives,
     reason_of,
+    step_record,
     task_record,
 )
 from meshbench.results.loader import MeasurementRecord, judge_run, load_run
@@ -136,10 +137,29 @@ def _cluster_minutes(
     return 2 * (end - start).total_seconds() / 60.0
 
 
-def _run_order(document: dict[str, Any]) -> tuple[int, int, int]:
-    """Where a kept run stood in its iteration: the warm-up, then B1 M1 B2 M2 ..."""
+def _step_of(document: dict[str, Any]) -> int:
+    # Artifacts written before ladders existed have no step: they were step 1.
+    return int((document.get("step") or {}).get("index", 1))
+
+
+def _with_step(document: dict[str, Any]) -> dict[str, Any]:
+    """The run's context with its load step, which the loader keys the measurement by."""
+    context = dict(document.get("context") or {})
+    if document.get("step"):
+        context["step"] = document["step"]
+    return context
+
+
+def _run_order(document: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Where a kept run stood in its iteration: the warm-up, then per load step
+    B1 M1 B2 M2 ..."""
     phase = document["phase"]
-    return (phase != PHASE_WARMUP, document["run_index"], phase == PHASE_MEASURED)
+    return (
+        phase != PHASE_WARMUP,
+        _step_of(document),
+        document["run_index"],
+        phase == PHASE_MEASURED,
+    )
 
 
 def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
@@ -160,32 +180,37 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
         group_ids = [iteration_task_id(iteration, step) for step in ITERATION_STEPS]
         source = folders.for_tasks(group_ids)
         failure = pair_failure
-        kept: set[tuple[str, int]] = set()
+        kept: set[tuple[str, int, int]] = set()
         if source is not None:
             failure = _first_failure(folders.failures(source), group_ids) or pair_failure
             folder = source / iteration_group(iteration)
             if folder.exists():
                 documents = [(path, pipeline.store.read_json(path)) for path in folder.iterdir()]
                 for path, document in sorted(documents, key=lambda item: _run_order(item[1])):
-                    kept.add((document["phase"], document["run_index"]))
+                    kept.add((document["phase"], _step_of(document), document["run_index"]))
                     records.append(
                         MeasurementRecord(
                             iteration=iteration,
                             phase=document["phase"],
                             run_index=document["run_index"],
+                            step=_step_of(document),
                             outcome=MeasurementOutcome(
                                 raw_result=document.get("result"),
                                 failure=document.get("failure"),
-                                context=document.get("context") or {},
+                                context=_with_step(document),
                                 resource_samples=document.get("resource_samples") or [],
                             ),
                             artifact_uri=str(path),
                             source=str(path),
                         )
                     )
-        for run_index in range(1, load.runs_per_iteration + 1):
-            if (PHASE_MEASURED, run_index) in kept:
-                continue
+        missing = [
+            (step, run_index)
+            for step in range(1, len(load.ladder()) + 1)
+            for run_index in range(1, load.runs_per_iteration + 1)
+            if (PHASE_MEASURED, step, run_index) not in kept
+        ]
+        for step, run_index in missing:
             failed_task, reason = failure or (
                 iteration_task_id(iteration, "measure"),
                 "the measured run was never made (its task did not run to this point)",
@@ -195,7 +220,12 @@ def collect_records(pipeline: Pipeline) -> list[MeasurementRecord]:
                     iteration=iteration,
                     phase=PHASE_MEASURED,
                     run_index=run_index,
-                    outcome=MeasurementOutcome(raw_result=None, failure=f"{failed_task}: {reason}"),
+                    step=step,
+                    outcome=MeasurementOutcome(
+                        raw_result=None,
+                        failure=f"{failed_task}: {reason}",
+                        context={"step": step_record(pipeline.ctx.at_step(step))},
+                    ),
                     failed_task=failed_task,
                 )
             )

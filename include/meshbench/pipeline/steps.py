@@ -94,6 +94,18 @@ class TaskRun:
     task_states: Callable[[], dict[str, AirflowTask]] | None = field(default=None, compare=False)
 
 
+def step_record(ctx: RunContext) -> dict[str, Any]:
+    """The load step a run was made at, as its artifact and its measurement row keep it."""
+    load = ctx.load
+    return {
+        "index": load.step_index,
+        "key": load.step_key(),
+        "connections": load.connections,
+        "target_qps": load.qps or None,
+        "fixed_rate": load.fixed_rate,
+    }
+
+
 def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
     """The load profile with the trigger form's overrides applied and validated."""
     updates: dict[str, Any] = {}
@@ -108,7 +120,17 @@ def effective_load(base: LoadProfile, params: dict[str, Any]) -> LoadProfile:
                 f"trigger parameter duration {params['duration']!r} {exc}"
             ) from None
     merged = base.model_dump() | updates
-    planned = merged["iterations"] * merged["runs_per_iteration"]
+    if base.steps and ("connections" in updates or "qps" in updates):
+        # Connections or a rate asked for in the trigger form make the ladder one step.
+        first = base.steps[0]
+        merged["steps"] = [
+            {
+                "connections": updates.get("connections", first.connections),
+                "qps": updates.get("qps", first.target_qps) or "max",
+            }
+        ]
+    steps = len(merged["steps"]) if merged.get("steps") else 1
+    planned = merged["iterations"] * merged["runs_per_iteration"] * steps
     # Fewer iterations asked for in the trigger form lower the bar with them.
     merged["min_positive"] = min(merged["min_positive"], planned)
     try:
@@ -218,8 +240,14 @@ class Pipeline:
     def _skip_file(self, task_id: str):
         return task_record(self.run_dir, "skipped", task_id)
 
-    def _artifact(self, iteration: int, phase: str, run_index: int):
-        return self.run_dir / iteration_group(iteration) / f"{phase}-{run_index:02d}.json"
+    def _artifact(self, iteration: int, phase: str, run_index: int, step: int = 1):
+        # One-step profiles keep the names earlier tries (and releases) wrote.
+        name = (
+            f"{phase}-s{step:02d}-{run_index:02d}"
+            if self.ctx.load.steps
+            else f"{phase}-{run_index:02d}"
+        )
+        return self.run_dir / iteration_group(iteration) / f"{name}.json"
 
     def _started(self, task_id: str) -> bool:
         return (self.run_dir / "started" / task_id).exists()
@@ -371,9 +399,13 @@ class Pipeline:
         # Cloud backends report what the pair cost (cluster_minutes, estimated cost).
         return self.backend.delete_clusters(self.ctx) or {}
 
-    def _load_one(self, iteration: int, phase: str, run_index: int) -> dict[str, Any]:
-        """Run the load generator once unless an earlier try already kept this run."""
-        path = self._artifact(iteration, phase, run_index)
+    def _load_one(
+        self, iteration: int, phase: str, run_index: int, step: int = 1
+    ) -> dict[str, Any]:
+        """Run the load generator once at load step ``step`` unless an earlier try already
+        kept this run."""
+        path = self._artifact(iteration, phase, run_index, step)
+        ctx = self.ctx.at_step(step)
         if path.exists():
             log.info("adopting %s from an earlier try", path)
             document = self.store.read_json(path)
@@ -382,13 +414,14 @@ class Pipeline:
             if self.observer.before_load_run is not None:
                 self.observer.before_load_run(iteration, phase, run_index)
             with exclusive_benchmark(f"{self.task.dag_id} {self.task.task_id}"):
-                outcome = self.backend.run_load(self.ctx, iteration, phase, run_index)
+                outcome = self.backend.run_load(ctx, iteration, phase, run_index)
             if self._holds_machine():
                 lease.renew(self.lease_owner)
             document = {
                 "iteration": iteration,
                 "phase": phase,
                 "run_index": run_index,
+                "step": step_record(ctx),
                 "task_id": self.task.task_id,
                 "try_number": self.task.try_number,
                 "written_at": now_iso(),
@@ -405,6 +438,7 @@ class Pipeline:
                         iteration=iteration,
                         phase=phase,
                         run_index=run_index,
+                        step=step,
                         outcome=outcome,
                         artifact_uri=str(path),
                         source=str(path),
@@ -412,6 +446,7 @@ class Pipeline:
                 )
         return {
             "phase": phase,
+            "step": step,
             "run_index": run_index,
             "failure": document["failure"],
             "artifact": str(path),
@@ -428,11 +463,13 @@ class Pipeline:
     def _measure(self, iteration: int) -> dict[str, Any]:
         # With a paired baseline the two paths alternate (B1 M1 B2 M2 ...): on small
         # machines background activity drifts, and interleaving exposes both to the same.
+        # A ladder's steps run in order on the same install, each with its own runs.
         runs = []
-        for run_index in range(1, self.ctx.load.runs_per_iteration + 1):
-            if self.paired_baseline_enabled():
-                runs.append(self._load_one(iteration, PHASE_PAIRED_BASELINE, run_index))
-            runs.append(self._load_one(iteration, PHASE_MEASURED, run_index))
+        for step in range(1, len(self.ctx.load.ladder()) + 1):
+            for run_index in range(1, self.ctx.load.runs_per_iteration + 1):
+                if self.paired_baseline_enabled():
+                    runs.append(self._load_one(iteration, PHASE_PAIRED_BASELINE, run_index, step))
+                runs.append(self._load_one(iteration, PHASE_MEASURED, run_index, step))
         return {"runs": runs}
 
     def results_engine(self) -> Engine:

@@ -56,6 +56,8 @@ class MeasurementRecord:
     phase: str
     run_index: int
     outcome: MeasurementOutcome
+    # The load step (1-based) of the profile's ladder; a one-step profile has step 1.
+    step: int = 1
     failed_task: str | None = None
     artifact_uri: str | None = None
     source: str = "result"
