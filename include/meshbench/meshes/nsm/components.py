@@ -18,6 +18,7 @@ from meshbench.meshes.common import (
     at_least,
     cli_op,
     delete_crds_op,
+    delete_namespace_op,
     other,
     phase,
     require_version,
@@ -45,21 +46,6 @@ if TYPE_CHECKING:
 
 # The tasks that set up the once-per-pair components and undo them.
 PREPARE, CLEANUP = "prepare_pair", "delete_clusters"
-
-
-def delete_namespace_op(
-    step_phase: str, role: str, component: str, name: str, timeout: float
-) -> Op:
-    return delete_op(
-        step_phase,
-        role,
-        "v1",
-        "Namespace",
-        name,
-        None,
-        timeout,
-        step_text(component, f"delete namespace {name} and wait until it is gone"),
-    )
 
 
 def kustomization_op(
@@ -240,7 +226,12 @@ def spire_servers(installer: NsmInstaller, ctx: RunContext) -> Component:
                 step_text("SPIRE", f"delete ValidatingWebhookConfiguration {SPIRE_WEBHOOK}"),
             ),
             delete_namespace_op(
-                CLEANUP, role, "SPIRE", SPIRE_NAMESPACE, timeouts.namespace_deletion
+                CLEANUP,
+                role,
+                "SPIRE",
+                SPIRE_NAMESPACE,
+                timeouts.namespace_deletion,
+                f"delete namespace {SPIRE_NAMESPACE} and wait until it is gone",
             ),
         ]
     return part
@@ -342,7 +333,14 @@ def nsm_deployment(installer: NsmInstaller, ctx: RunContext, iteration: int) -> 
                 "networkservicemesh.io",
                 inventory.crds_recorded(ctx, inventory.iteration_key(iteration)),
             ),
-            delete_namespace_op(uninstall, role, "NSM", NSM_NAMESPACE, timeouts.namespace_deletion),
+            delete_namespace_op(
+                uninstall,
+                role,
+                "NSM",
+                NSM_NAMESPACE,
+                timeouts.namespace_deletion,
+                f"delete namespace {NSM_NAMESPACE} and wait until it is gone",
+            ),
         ]
     return part
 
@@ -380,7 +378,12 @@ def vl3_network(installer: NsmInstaller, ctx: RunContext, iteration: int) -> Com
             delete=True,
         ),
         delete_namespace_op(
-            uninstall, "server", "vl3 network", VL3_NAMESPACE, timeouts.namespace_deletion
+            uninstall,
+            "server",
+            "vl3 network",
+            VL3_NAMESPACE,
+            timeouts.namespace_deletion,
+            f"delete namespace {VL3_NAMESPACE} and wait until it is gone",
         ),
     ]
     return part
