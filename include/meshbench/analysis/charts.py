@@ -105,3 +105,48 @@ def trend_chart(
         )
     figure.autofmt_xdate()
     return _png(figure)
+
+
+def latency_throughput_chart(points: pd.DataFrame, title: str) -> bytes:
+    """p50 and p99 against the achieved rate, one line per mesh along its ladder steps;
+    saturated steps (below 95 % of their target) are drawn hollow."""
+    figure, (p50_axes, p99_axes) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for mesh, part in points.groupby("mesh", sort=False):
+        part = part.sort_values("qps")
+        for axes, column in ((p50_axes, "p50_ms"), (p99_axes, "p99_ms")):
+            (line,) = axes.plot(part["qps"], part[column], marker="o", label=mesh_label(mesh, None))
+            saturated = part[part["saturated"]]
+            axes.scatter(
+                saturated["qps"],
+                saturated[column],
+                s=80,
+                facecolors="white",
+                edgecolors=line.get_color(),
+                zorder=3,
+            )
+    for axes, name in ((p50_axes, "p50"), (p99_axes, "p99")):
+        axes.set_xlabel("achieved requests per second (mean per step)")
+        axes.set_ylabel(f"{name} latency (ms)")
+        axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+    p99_axes.legend(title="hollow: saturated step")
+    figure.suptitle(title)
+    return _png(figure)
+
+
+def cpu_per_request_chart(by_role: pd.DataFrame, title: str) -> bytes:
+    """CPU seconds per 1000 requests per mesh, stacked by role (vCPU per 1000 rps)."""
+    figure, axes = plt.subplots(figsize=(8, 4))
+    meshes = list(dict.fromkeys(by_role["mesh"]))
+    positions = np.arange(len(meshes))
+    bottom = np.zeros(len(meshes))
+    for role, part in by_role.groupby("role", sort=False):
+        values = part.set_index("mesh")["per_1000"].reindex(meshes).fillna(0.0).to_numpy()
+        axes.bar(positions, values, bottom=bottom, label=role)
+        bottom += values
+    axes.set_xticks(positions, [mesh_label(mesh, None) for mesh in meshes], rotation=15, ha="right")
+    axes.set_ylabel("CPU seconds per 1000 requests")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
