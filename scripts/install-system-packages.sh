@@ -12,6 +12,7 @@ NEEDED=(
   "initdb:postgresql"
   "nginx:nginx"
   "wrk:wrk"
+  "h2load:nghttp2-client"
   "wireguard-go:wireguard-go"
   "wg:wireguard-tools"
   "ip:iproute2"

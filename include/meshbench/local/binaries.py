@@ -28,6 +28,8 @@ class Program:
 PROGRAMS: dict[str, Program] = {
     "nginx": Program("nginx", "nginx", ("-v",), r"nginx/(\S+)"),
     "wrk": Program("wrk", "wrk", ("-v",), r"wrk (\S+)"),
+    # Fixed-rate steps' load generator; prints "h2load nghttp2/1.52.0".
+    "h2load": Program("h2load", "nghttp2-client", ("--version",), r"nghttp2/(\S+)"),
     "wireguard-go": Program("wireguard-go", "wireguard-go", ("--version",), r"wireguard-go (\S+)"),
     "wg": Program("wg", "wireguard-tools", ("--version",), r"wireguard-tools (\S+)"),
     "ip": Program("ip", "iproute2", ("-V",), r"iproute2-([0-9.]+[0-9])"),
