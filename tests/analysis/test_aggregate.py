@@ -6,6 +6,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sqlalchemy import text
 
 from meshbench.analysis.aggregate import (
@@ -169,3 +170,90 @@ def test_daily_summary_keeps_the_flagged_runs_and_the_setting(clean_results) -> 
     for metric, excluded, flagged, n_excluded in rows:
         assert excluded and n_excluded == 1, metric
         assert [(run["run_index"], run["value_ms"]) for run in flagged] == [(5, 1.6)]
+
+
+def _saturation_frame(runs: list[tuple[str, float, float, bool]]) -> pd.DataFrame:
+    """(phase, QPS, avg ms, saturated) runs of one step with a 2000 QPS target."""
+    frame = _frame([("istio", phase, avg, True) for phase, _qps, avg, _saturated in runs])
+    frame["actual_qps"] = [qps for _phase, qps, _avg, _saturated in runs]
+    frame["saturated"] = [saturated for *_rest, saturated in runs]
+    frame["step_key"] = "c4-q2000"
+    return frame
+
+
+def test_saturated_runs_are_counted_apart_from_the_runs_that_reached_the_target() -> None:
+    frame = _saturation_frame(
+        [
+            ("paired-baseline", 2000.0, 0.10, False),
+            ("paired-baseline", 1500.0, 0.90, True),
+            ("measured", 1990.0, 0.40, False),
+            ("measured", 1950.0, 0.44, False),
+            ("measured", 1500.0, 5.00, True),
+        ]
+    )
+    rows = summarize(frame).rows.set_index("metric")
+    avg = rows.loc["avg_ms"]
+    assert (avg["n_positive"], avg["n_saturated"], avg["saturated"]) == (2, 1, False)
+    assert avg["mean"] == pytest.approx(0.42)
+    assert avg["baseline_mean"] == pytest.approx(0.10)  # the unsaturated baseline only
+    assert rows.loc["qps", "mean"] == pytest.approx(1970.0)
+    assert avg["step_key"] == "c4-q2000"
+
+
+def test_a_step_whose_every_run_is_saturated_is_averaged_and_marked() -> None:
+    frame = _saturation_frame([("measured", 1500.0, 5.00, True), ("measured", 1400.0, 6.00, True)])
+    avg = summarize(frame).rows.set_index("metric").loc["avg_ms"]
+    assert (avg["n_positive"], avg["n_saturated"], avg["saturated"]) == (2, 2, True)
+    assert avg["mean"] == pytest.approx(5.5)
+
+
+@pytest.mark.postgres
+def test_each_step_aggregates_on_its_own_with_its_cpu_per_1000(clean_results) -> None:
+    from tests.results.ladder_data import DAY, load_ladder
+
+    load_ladder(clean_results)
+    summary = aggregate(clean_results, "local", DAY)
+    rows = summary.rows.set_index(["load_profile_key", "metric"])
+    assert set(summary.rows["load_profile_key"]) == {"q2000-c4-d60s", "q0-c16-d60s"}
+    fixed = rows.loc["q2000-c4-d60s"]
+    p99 = fixed.loc["p99_ms"]
+    assert (p99["step_key"], p99["n_positive"], p99["n_saturated"], p99["saturated"]) == (
+        "c4-q2000",
+        2,
+        1,
+        False,
+    )
+    assert (p99["mean"], p99["baseline_mean"], p99["overhead"]) == pytest.approx((1.1, 0.32, 0.78))
+    mesh, path = fixed.loc["cpu_mesh_per_1k"], fixed.loc["cpu_path_per_1k"]
+    assert (mesh["n_positive"], mesh["mean"], mesh["baseline_mean"]) == pytest.approx((2, 225, 0))
+    assert mesh["overhead"] == pytest.approx(225.0)  # measured minus the paired baseline
+    assert (path["mean"], path["baseline_mean"], path["overhead"]) == pytest.approx((650, 250, 400))
+    half = stats.t.ppf(0.975, 1) * stats.tstd([200.0, 250.0]) / math.sqrt(2)
+    assert (mesh["ci_low"], mesh["ci_high"]) == pytest.approx((225 - half, 225 + half))
+    closed_loop = rows.loc["q0-c16-d60s"]
+    assert "cpu_mesh_per_1k" not in closed_loop.index  # no cost recorded at that step
+    assert closed_loop.loc["qps", "mean"] == pytest.approx(6100.0)
+    assert closed_loop.loc["qps", "step_key"] == "c16-max"
+    with clean_results.connect() as connection:
+        compared = connection.execute(
+            text(
+                "SELECT load_profile_key, step_key, n_positive, n_saturated, saturated, "
+                "cpu_mesh_per_1k, cpu_path_added_vs_baseline FROM v_comparison ORDER BY 1"
+            )
+        ).all()
+    assert [tuple(row) for row in compared] == [
+        ("q0-c16-d60s", "c16-max", 2, 0, False, None, None),
+        ("q2000-c4-d60s", "c4-q2000", 2, 1, False, pytest.approx(225), pytest.approx(400)),
+    ]
+
+
+@pytest.mark.postgres
+def test_the_study_profile_keeps_its_key_and_is_marked_saturated(
+    clean_results, seed_results_dir
+) -> None:
+    load_files(clean_results, [seed_results_dir])
+    summary = aggregate(clean_results, "equinix-metal", date(2023, 11, 16))
+    assert set(summary.rows["load_profile_key"]) == {"q6000-c1-d60s"}
+    assert set(summary.rows["step_key"]) == {"c1-q6000"}
+    # No study run reached its 6000 QPS target: all are saturated, so all are averaged.
+    assert summary.rows["saturated"].all() and (summary.rows["n_saturated"] == 5).all()

@@ -117,3 +117,113 @@ def test_check_constraints_reject_impossible_values(clean_results) -> None:
             ),
             {"run": run_id},
         )
+
+
+def test_0006_backfills_steps_from_the_run_and_downgrades_to_the_one_step_schema(
+    fresh_database,
+) -> None:
+    from meshbench.analysis.aggregate import aggregate
+    from tests.results.ladder_data import DAY, load_ladder
+
+    engine = create_engine(fresh_database())
+    try:
+        migrate.upgrade(engine, "0005")
+        with engine.begin() as connection:
+            run_ids = [
+                connection.execute(
+                    text(
+                        "INSERT INTO run (source_key, environment, mesh, benchmark_date, attempt,"
+                        " qps, connections, duration_s, iterations, runs_per_iteration, state, "
+                        "started_at) VALUES (:key, 'lab', 'istio', '2026-01-01', :attempt, :qps, "
+                        ":connections, 60, 1, 3, 'success', now()) RETURNING id"
+                    ),
+                    {"key": key, "attempt": attempt, "qps": qps, "connections": connections},
+                ).scalar_one()
+                for key, attempt, qps, connections in (("fixed", 1, 2000, 4), ("max", 2, 0, 16))
+            ]
+            for run_id, index, phase, actual, positive in (
+                (run_ids[0], 1, "measured", 1500.0, True),
+                (run_ids[0], 2, "measured", 1950.0, True),
+                (run_ids[0], 1, "paired-baseline", None, False),
+                (run_ids[1], 1, "measured", 5000.0, True),
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO measurement (run_id, iteration, phase, run_index, positive, "
+                        "reason, raw, actual_qps) VALUES (:run, 1, :phase, :index, :positive, "
+                        "CASE WHEN :positive THEN NULL ELSE 'failed' END, '{}', :actual)"
+                    ),
+                    {
+                        "run": run_id,
+                        "phase": phase,
+                        "index": index,
+                        "positive": positive,
+                        "actual": actual,
+                    },
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO daily_summary (environment, mesh, mesh_version_key, "
+                    "benchmark_date, load_profile_key, metric, n_positive, n_negative) VALUES "
+                    "('lab', 'istio', '', '2026-01-01', :key, 'p99_ms', 0, 0)"
+                ),
+                [{"key": "q2000-c4-d60s"}, {"key": "q0-c16-d60s"}],
+            )
+
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            steps = connection.execute(
+                text(
+                    "SELECT r.source_key, m.phase, m.run_index, m.step_index, m.step_key, "
+                    "m.step_connections, m.step_target_qps, m.saturated FROM measurement m "
+                    "JOIN run r ON r.id = m.run_id ORDER BY r.source_key, m.phase, m.run_index"
+                )
+            ).all()
+            summary_steps = connection.execute(
+                text("SELECT load_profile_key, step_key FROM daily_summary ORDER BY 1")
+            ).all()
+            connection.execute(text(f"SET ROLE {READER_ROLE}"))
+            exposed = connection.execute(
+                text("SELECT step_key, saturated FROM v_positive_measurement ORDER BY 1, 2")
+            ).all()
+        assert [tuple(row) for row in steps] == [
+            ("fixed", "measured", 1, 1, "c4-q2000", 4, 2000.0, True),
+            ("fixed", "measured", 2, 1, "c4-q2000", 4, 2000.0, False),
+            ("fixed", "paired-baseline", 1, 1, "c4-q2000", 4, 2000.0, False),
+            ("max", "measured", 1, 1, "c16-max", 16, None, False),
+        ]
+        assert [tuple(row) for row in summary_steps] == [
+            ("q0-c16-d60s", "c16-max"),
+            ("q2000-c4-d60s", "c4-q2000"),
+        ]
+        # The two runs are attempts of one date: the later stands for it.
+        assert [tuple(row) for row in exposed] == [("c16-max", False)]
+
+        load_ladder(engine)
+        aggregate(engine, "local", DAY)
+        migrate.downgrade(engine, "0005")
+        with engine.connect() as connection:
+            left = connection.execute(
+                text("SELECT count(*), count(DISTINCT run_id) FROM measurement")
+            ).one()
+            metrics = set(
+                connection.execute(text("SELECT DISTINCT metric FROM daily_summary")).scalars()
+            )
+            tables = set(
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                ).scalars()
+            )
+            connection.execute(text(f"SET ROLE {READER_ROLE}"))
+            connection.execute(text("SELECT * FROM v_measurement, v_comparison LIMIT 1"))
+        # The ladder's second step (two runs) has no place in the one-step schema.
+        assert tuple(left) == (4 + 5, 3)
+        assert metrics == {"qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms"}
+        assert not {"component_cost", "measurement_cost"} & tables
+
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+    finally:
+        engine.dispose()

@@ -4,6 +4,18 @@ The study's tables are the mean of every positive run. Here too every positive m
 run counts, and the spread is across runs: mean, median, standard deviation, a 95 %
 confidence interval (Student's t) and the number of positive and negative runs.
 
+Every load step aggregates on its own (its ``load_profile_key`` is the step's rate,
+connections and the duration: the study profile's one step keeps ``q6000-c1-d60s``). Within
+a step, runs that missed the target rate (saturated, see the loader) are never averaged
+with those that reached it: the means are of the unsaturated positive runs and
+``n_saturated`` counts the others; only when every positive run is saturated are they
+averaged, and the row says ``saturated``. The paired baseline follows the same rule.
+
+What the path cost per request, where the runs recorded it, is aggregated the same way:
+``cpu_mesh_per_1k`` (the mesh's roles summed) and ``cpu_path_per_1k`` (the machine's or
+nodes' whole busy time), in CPU-ms per 1000 requests; their overhead is the measured mean
+minus the paired baseline's.
+
 A robust deviation check (modified z-score of the average latency) flags runs that lie far
 from the others, each with its reason; flagged runs stay in the means. Differences between
 installs are what iterations measure, and with a handful of closely agreeing runs the MAD
@@ -36,6 +48,15 @@ METRICS: dict[str, str] = {
     "p99_ms": "p99_ms",
     "p999_ms": "p999_ms",
 }
+# Cost metrics (CPU-ms per 1000 requests; v_measurement_cost sums models.MESH_ROLES as the
+# mesh's) -> column of the fetched runs; a group gets them only when some of its runs
+# recorded a cost.
+COST_METRICS: dict[str, str] = {
+    "cpu_mesh_per_1k": "mesh_cpu_ms_per_1000",
+    "cpu_path_per_1k": "path_cpu_ms_per_1000",
+}
+# Metrics whose overhead is a ratio (mesh / baseline); every other one is a difference.
+RATIO_METRICS = {"qps"}
 # The values of a daily_summary row besides its key.
 SUMMARY_VALUES = (
     "n_positive",
@@ -51,6 +72,9 @@ SUMMARY_VALUES = (
     "run_ids",
     "flagged_runs",
     "flagged_excluded",
+    "step_key",
+    "n_saturated",
+    "saturated",
 )
 GROUP_KEYS = ["environment", "mesh", "mesh_version_key", "benchmark_date", "load_profile_key"]
 # Modified z-score threshold of Iglewicz and Hoaglin: robust to the outliers it looks for.
@@ -59,21 +83,28 @@ OUTLIER_MIN_RUNS = 5
 OUTLIER_METRIC = "avg_ms"
 
 _MEASUREMENTS_SQL = """
-SELECT measurement_id, run_id, environment, mesh, coalesce(mesh_version, '') AS mesh_version_key,
-       benchmark_date, attempt, is_latest_attempt, dag_run_id, iteration, phase, run_index,
-       positive, reason, failed_task, requested_qps_profile, profile_connections,
-       profile_duration_s, actual_qps, avg_ms, p50_ms, p90_ms, p99_ms, p999_ms
-FROM v_measurement
-WHERE phase IN ('measured', 'paired-baseline') AND is_latest_attempt
-  AND (CAST(:environment AS text) IS NULL OR environment = :environment)
-  AND (CAST(:day AS date) IS NULL OR benchmark_date = :day)
-  AND (CAST(:since AS date) IS NULL OR benchmark_date >= :since)
-ORDER BY environment, mesh, benchmark_date, iteration, phase, run_index
+SELECT m.measurement_id, m.run_id, m.environment, m.mesh,
+       coalesce(m.mesh_version, '') AS mesh_version_key, m.benchmark_date, m.attempt,
+       m.is_latest_attempt, m.dag_run_id, m.iteration, m.phase, m.step_index, m.step_key,
+       m.step_connections, m.step_target_qps, m.saturated, m.run_index, m.positive, m.reason,
+       m.failed_task, m.requested_qps_profile, m.profile_connections, m.profile_duration_s,
+       m.actual_qps, m.avg_ms, m.p50_ms, m.p90_ms, m.p99_ms, m.p999_ms,
+       c.mesh_cpu_ms_per_1000_requests AS mesh_cpu_ms_per_1000,
+       c.path_cpu_ms_per_1000_requests AS path_cpu_ms_per_1000
+FROM v_measurement m LEFT JOIN v_measurement_cost c USING (measurement_id)
+WHERE m.phase IN ('measured', 'paired-baseline') AND m.is_latest_attempt
+  AND (CAST(:environment AS text) IS NULL OR m.environment = :environment)
+  AND (CAST(:day AS date) IS NULL OR m.benchmark_date = :day)
+  AND (CAST(:since AS date) IS NULL OR m.benchmark_date >= :since)
+ORDER BY m.environment, m.mesh, m.benchmark_date, m.iteration, m.step_index, m.phase,
+         m.run_index
 """
 
 
-def load_profile_key(qps: float, connections: int, duration_s: float) -> str:
-    return f"q{int(qps)}-c{int(connections)}-d{duration_s:g}s"
+def load_profile_key(qps: float | None, connections: int, duration_s: float) -> str:
+    """``q<rate>-c<connections>-d<duration>s``; a rate of 0 (or None) is as fast as possible."""
+    rate = 0 if qps is None or (isinstance(qps, float) and math.isnan(qps)) else qps
+    return f"q{int(rate)}-c{int(connections)}-d{duration_s:g}s"
 
 
 def fetch_measurements(
@@ -96,17 +127,18 @@ def read_runs(engine: Engine, sql: str, **params: object) -> pd.DataFrame:
 
 
 def with_load_profile_key(frame: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``load_profile_key`` from the run's profile columns (qps, connections, duration)."""
+    """Adds ``load_profile_key`` from each run's load step (``step_target_qps``, NULL for
+    max, and ``step_connections``) and the profile's duration; a frame without the step
+    columns is keyed by the run's profile columns (qps, connections), as before ladders."""
     if frame.empty:
         return frame
+    if {"step_target_qps", "step_connections"} <= set(frame.columns):
+        rates, connections = frame["step_target_qps"], frame["step_connections"]
+    else:
+        rates, connections = frame["requested_qps_profile"], frame["profile_connections"]
     frame["load_profile_key"] = [
         load_profile_key(q, c, d)
-        for q, c, d in zip(
-            frame["requested_qps_profile"],
-            frame["profile_connections"],
-            frame["profile_duration_s"],
-            strict=True,
-        )
+        for q, c, d in zip(rates, connections, frame["profile_duration_s"], strict=True)
     ]
     return frame
 
@@ -177,11 +209,51 @@ class Summary:
         return self.rows.empty
 
 
+def unsaturated_or_all(runs: pd.DataFrame) -> tuple[pd.DataFrame, int, bool]:
+    """The runs to average: the unsaturated ones, or all when every one is saturated.
+
+    Returns them, how many of ``runs`` are saturated, and whether the chosen are.
+    """
+    if "saturated" not in runs.columns:
+        return runs, 0, False
+    saturated = runs["saturated"].fillna(False).astype(bool)
+    n_saturated = int(saturated.sum())
+    if n_saturated and n_saturated == len(runs):
+        return runs, n_saturated, True
+    return runs[~saturated], n_saturated, False
+
+
+def _step_key(group: pd.DataFrame) -> str | None:
+    if "step_key" not in group.columns:
+        return None
+    keys = group["step_key"].dropna()
+    return str(keys.iloc[0]) if not keys.empty else None
+
+
+def _metrics_of(group: pd.DataFrame) -> dict[str, str]:
+    """The latency and rate metrics, and the cost metrics where the group recorded a cost."""
+    costs = {
+        metric: column
+        for metric, column in COST_METRICS.items()
+        if column in group.columns and group[column].notna().any()
+    }
+    return {**METRICS, **costs}
+
+
+def _overhead(metric: str, mean: float | None, baseline_mean: float | None) -> float | None:
+    if mean is None or baseline_mean is None:
+        return None
+    if metric in RATIO_METRICS:
+        return mean / baseline_mean if baseline_mean else None
+    return mean - baseline_mean
+
+
 def summarize(measurements: pd.DataFrame, exclude_flagged: bool = False) -> Summary:
-    """Aggregate positive measured runs per environment × mesh × version × date × profile.
+    """Aggregate positive measured runs per environment × mesh × version × date × load step.
 
     Every positive run counts unless ``exclude_flagged``: then runs flagged by the deviation
-    check are left out of the means, and ``n_excluded`` counts them.
+    check are left out of the means, and ``n_excluded`` counts them. Saturated runs count
+    only where every positive run of the step is saturated (``unsaturated_or_all``).
     """
     columns = [*GROUP_KEYS, "metric", *SUMMARY_VALUES]
     if measurements.empty:
@@ -190,8 +262,8 @@ def summarize(measurements: pd.DataFrame, exclude_flagged: bool = False) -> Summ
     flagged_parts: list[pd.DataFrame] = []
     for keys, group in measurements.groupby(GROUP_KEYS, sort=True, dropna=False):
         measured = group[group["phase"] == "measured"]
-        positive = measured[measured["positive"]]
         n_negative = int((~measured["positive"]).sum())
+        positive, n_saturated, saturated = unsaturated_or_all(measured[measured["positive"]])
         outliers = find_outliers(positive[METRICS[OUTLIER_METRIC]])
         flagged = positive[outliers].copy()
         if not flagged.empty:
@@ -212,19 +284,14 @@ def summarize(measurements: pd.DataFrame, exclude_flagged: bool = False) -> Summ
             for run in flagged.to_dict("records")
         ]
         kept = positive[~outliers] if exclude_flagged else positive
-        baseline = group[(group["phase"] == "paired-baseline") & group["positive"]]
+        baseline, _, _ = unsaturated_or_all(
+            group[(group["phase"] == "paired-baseline") & group["positive"]]
+        )
         run_ids = sorted({int(r) for r in group["run_id"]})
-        for metric, column in METRICS.items():
+        step_key = _step_key(group)
+        for metric, column in _metrics_of(group).items():
             summary = describe(kept[column])
-            baseline_stats = describe(baseline[column]) if not baseline.empty else None
-            baseline_mean = baseline_stats.mean if baseline_stats else None
-            overhead = None
-            if baseline_mean and summary.mean is not None:
-                overhead = (
-                    summary.mean / baseline_mean
-                    if metric == "qps"
-                    else summary.mean - baseline_mean
-                )
+            baseline_mean = describe(baseline[column]).mean if not baseline.empty else None
             rows.append(
                 {
                     **dict(zip(GROUP_KEYS, keys, strict=True)),
@@ -238,10 +305,13 @@ def summarize(measurements: pd.DataFrame, exclude_flagged: bool = False) -> Summ
                     "ci_low": summary.ci_low,
                     "ci_high": summary.ci_high,
                     "baseline_mean": baseline_mean,
-                    "overhead": overhead,
+                    "overhead": _overhead(metric, summary.mean, baseline_mean),
                     "run_ids": run_ids,
                     "flagged_runs": flagged_runs,
                     "flagged_excluded": exclude_flagged,
+                    "step_key": step_key,
+                    "n_saturated": n_saturated,
+                    "saturated": saturated,
                 }
             )
     flagged_all = pd.concat(flagged_parts) if flagged_parts else pd.DataFrame()

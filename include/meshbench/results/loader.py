@@ -9,7 +9,19 @@ Two entry points:
   an error naming the file and field, and nothing of that load is written.
 
 Loading the same thing twice changes nothing: runs are keyed by ``source_key`` and
-measurements by (run, iteration, phase, run index).
+measurements by (run, iteration, load step, phase, run index).
+
+Each measurement records its load step (``MeasurementRecord.step`` and the step the pipeline
+writes into ``context["step"]``; without one, the run's own profile is its one step) and
+whether it was saturated: a target rate was set and the run achieved less than
+``SATURATION_THRESHOLD`` of it. Saturation does not make a run negative: a saturated run is
+kept and shown, positive or negative on its own merits, and the aggregation never averages
+it with unsaturated runs of its step.
+
+What each component cost (``context["resources"]``, the shape of
+``meshbench.local.resources.account``, which Kubernetes runs produce too) becomes
+``component_cost`` rows, one per component plus the unattributed part, and the run's
+totals a ``measurement_cost`` row.
 """
 
 from __future__ import annotations
@@ -36,7 +48,17 @@ from meshbench.results.fortio import (
     parse_result,
     reported_error,
 )
-from meshbench.results.models import HistogramBucket, Measurement, ResourceSample, Run
+from meshbench.results.models import (
+    COST_SOURCES,
+    PATH_ROLES,
+    UNATTRIBUTED_ROLE,
+    ComponentCost,
+    HistogramBucket,
+    Measurement,
+    MeasurementCost,
+    ResourceSample,
+    Run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +70,14 @@ STUDY_MESH_ALIASES: dict[str, tuple[str, str | None]] = {
 }
 _FOLDER = re.compile(r"^(?P<environment>[a-z0-9][a-z0-9-]*?)-(?P<date>\d{4}-\d{2}-\d{2})$")
 _FILE = re.compile(r"-(?P<iteration>\d{2,})-(?P<run>\d{2,})-(?P<port>\d+)\.json$")
+# A run with a target rate that achieved less than this share of it is saturated: the path
+# (or the load generator) could not keep up, so its latency is queueing at capacity rather
+# than latency at that rate. The 5 % margin leaves a rate-controlled generator room for its
+# own small shortfall (start-up, the last requests of the run) on a target it did reach.
+SATURATION_THRESHOLD = 0.95
+# Where a component's CPU figures come from when the cost record does not say.
+DEFAULT_COST_SOURCE = "proc"
+MACHINE_COST_SOURCE = "node"
 
 
 @dataclass(frozen=True)
@@ -65,8 +95,14 @@ class MeasurementRecord:
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ValueError(f"phase {self.phase!r} is not one of {', '.join(PHASES)}")
-        if self.iteration < 1 or self.run_index < 1:
-            raise ValueError("iteration and run_index start at 1")
+        if self.iteration < 1 or self.run_index < 1 or self.step < 1:
+            raise ValueError("iteration, run_index and step start at 1")
+        described = (self.outcome.context or {}).get("step") or {}
+        if described.get("index") is not None and int(described["index"]) != self.step:
+            raise ValueError(
+                f"step {self.step} disagrees with the step its context records "
+                f"({described['index']})"
+            )
 
 
 @dataclass
@@ -191,14 +227,167 @@ def _measurement_values(result: FortioResult | None) -> dict[str, Any]:
     return values
 
 
+def step_key(connections: int, target_qps: float | None) -> str:
+    """A step's name as ``LoadStep.key`` spells it: ``c4-max``, ``c16-q2000``."""
+    if not target_qps:
+        return f"c{int(connections)}-max"
+    rate = int(target_qps) if float(target_qps).is_integer() else target_qps
+    return f"c{int(connections)}-q{rate}"
+
+
+def step_values(record: MeasurementRecord, run: Run) -> dict[str, Any]:
+    """The measurement's load step: from ``context["step"]`` as the pipeline records it,
+    else the run's own profile as its one step (older artifacts, imported results)."""
+    described = (record.outcome.context or {}).get("step") or {}
+    connections = described.get("connections") or run.connections
+    # A recorded target of None (or a profile rate of 0) is as fast as possible.
+    target = described.get("target_qps", run.qps)
+    target = float(target) if target else None
+    return {
+        "step_index": record.step,
+        "step_key": described.get("key") or step_key(connections, target),
+        "step_connections": int(connections),
+        "step_target_qps": target,
+    }
+
+
+def is_saturated(actual_qps: float | None, target_qps: float | None) -> bool:
+    """A target rate was set and the run achieved less than ``SATURATION_THRESHOLD`` of it."""
+    if target_qps is None or actual_qps is None:
+        return False
+    return actual_qps < SATURATION_THRESHOLD * target_qps
+
+
+def _number(value: Any, what: str, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{what} is {value!r}, not a non-negative number")
+    return float(value)
+
+
+def cost_rows(resources: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``measurement_cost`` totals and ``component_cost`` rows of a run's cost record
+    (the shape of ``meshbench.local.resources.account``); ValueError if it is malformed.
+
+    Optional keys beyond that shape: ``source`` on the record or a component (``proc``,
+    ``metrics-server``; default ``proc``) and ``cluster`` on a component.
+    """
+    requests = resources.get("requests")
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        raise ValueError(f"requests is {requests!r}, not a count")
+
+    def per_1000(seconds: float) -> float | None:
+        return seconds * 1_000_000 / requests if requests > 0 else None
+
+    default_source = resources.get("source") or DEFAULT_COST_SOURCE
+    merged: dict[tuple[str | None, str, str], dict[str, Any]] = {}
+    for component in resources.get("components") or []:
+        name, role = component.get("name"), component.get("role")
+        if not name or role not in PATH_ROLES:
+            raise ValueError(f"component {name!r} has no known role ({role!r})")
+        what = f"component {name!r}"
+        user = _number(component.get("cpu_user_seconds"), f"{what} cpu_user_seconds", True)
+        system = _number(component.get("cpu_system_seconds"), f"{what} cpu_system_seconds", True)
+        if (user is None) != (system is None):
+            raise ValueError(f"{what} has only one of user and system CPU time")
+        cpu = component.get("cpu_seconds")
+        cpu = (user or 0.0) + (system or 0.0) if cpu is None else _number(cpu, f"{what} cpu")
+        memory = _number(component.get("peak_memory_bytes"), f"{what} peak memory", True)
+        source = component.get("source") or default_source
+        if source not in COST_SOURCES:
+            raise ValueError(f"{what} has an unknown source {source!r}")
+        key = (component.get("cluster"), role, str(name))
+        row = merged.get(key)
+        if row is None:
+            merged[key] = {
+                "cluster": key[0],
+                "role": role,
+                "component": key[2],
+                "source": source,
+                "cpu_user_s": user,
+                "cpu_system_s": system,
+                "cpu_s": cpu,
+                "peak_memory_bytes": int(memory) if memory is not None else None,
+            }
+            continue
+        # The same name twice in one role and cluster: one component of several processes.
+        log.warning("cost record lists %s twice; its times are added", what)
+        row["cpu_s"] += cpu
+        if row["cpu_user_s"] is not None and user is not None:
+            row["cpu_user_s"] += user
+            row["cpu_system_s"] += system
+        else:
+            row["cpu_user_s"] = row["cpu_system_s"] = None
+        if memory is not None:
+            row["peak_memory_bytes"] = max(row["peak_memory_bytes"] or 0, int(memory))
+    rows = list(merged.values())
+    unattributed = resources.get("unattributed_cpu_seconds")
+    if unattributed is not None:
+        rows.append(
+            {
+                "cluster": None,
+                "role": UNATTRIBUTED_ROLE,
+                "component": UNATTRIBUTED_ROLE,
+                "source": MACHINE_COST_SOURCE,
+                "cpu_user_s": None,
+                "cpu_system_s": None,
+                "cpu_s": _number(unattributed, "unattributed_cpu_seconds"),
+                "peak_memory_bytes": None,
+            }
+        )
+    for row in rows:
+        row["cpu_ms_per_1000_requests"] = per_1000(row["cpu_s"])
+    machine = resources.get("machine") or {}
+    share = _number(resources.get("attributed_share"), "attributed_share", True)
+    totals = {
+        "requests": requests,
+        "busy_cpu_s": _number(machine.get("busy_seconds"), "machine busy_seconds", True),
+        **{
+            f"{part}_cpu_s": _number(machine.get(part), f"machine {part}", True)
+            for part in ("user", "nice", "system", "irq", "softirq", "steal")
+        },
+        "attributed_share": min(share, 1.0) if share is not None else None,
+    }
+    return totals, rows
+
+
+def _insert_costs(connection: Connection, measurement_id: int, record: MeasurementRecord) -> None:
+    resources = (record.outcome.context or {}).get("resources")
+    if not resources:
+        return
+    try:
+        totals, rows = cost_rows(resources)
+    except (ValueError, TypeError, AttributeError) as exc:
+        # The measurement counts without its cost; the record stays in its context.
+        log.warning(
+            "iteration %s %s run %s: cost record not stored: %s",
+            record.iteration,
+            record.phase,
+            record.run_index,
+            exc,
+        )
+        return
+    connection.execute(insert(MeasurementCost).values(measurement_id=measurement_id, **totals))
+    if rows:
+        connection.execute(
+            insert(ComponentCost), [{"measurement_id": measurement_id, **row} for row in rows]
+        )
+
+
+MEASUREMENT_KEY = ["run_id", "iteration", "step_index", "phase", "run_index"]
+
+
 def _insert_measurement(
-    connection: Connection, run_id: int, record: MeasurementRecord, tolerance: float
+    connection: Connection, run: Run, run_id: int, record: MeasurementRecord, tolerance: float
 ) -> tuple[bool, bool, str | None]:
     """Insert one measurement; returns (inserted, positive, reason)."""
     result, reasons = _evaluate(record, tolerance)
     reason = "; ".join(reasons) if reasons else None
     outcome = record.outcome
     generator = (outcome.context or {}).get("load_generator")
+    values = _measurement_values(result)
+    step = step_values(record, run)
     statement = (
         pg_insert(Measurement)
         .values(
@@ -213,14 +402,17 @@ def _insert_measurement(
             artifact_uri=record.artifact_uri,
             context=outcome.context or {},
             load_generator=str(generator) if generator else None,
-            **_measurement_values(result),
+            saturated=is_saturated(values.get("actual_qps"), step["step_target_qps"]),
+            **step,
+            **values,
         )
-        .on_conflict_do_nothing(index_elements=["run_id", "iteration", "phase", "run_index"])
+        .on_conflict_do_nothing(index_elements=MEASUREMENT_KEY)
         .returning(Measurement.id)
     )
     measurement_id = connection.execute(statement).scalar()
     if measurement_id is None:
         return False, reason is None, reason
+    _insert_costs(connection, measurement_id, record)
     if result is not None and result.DurationHistogram.Data:
         connection.execute(
             insert(HistogramBucket),
@@ -265,7 +457,7 @@ def _load_run(
     report = LoadReport(run_id=run_id, attempt=attempt, created_run=created)
     for record in measurements:
         inserted, positive, reason = _insert_measurement(
-            connection, run_id, record, duration_tolerance
+            connection, run, run_id, record, duration_tolerance
         )
         if not inserted:
             report.already_loaded += 1
@@ -276,7 +468,9 @@ def _load_run(
         else:
             report.negative += 1
             report.negatives.append(
-                f"iteration {record.iteration} {record.phase} run {record.run_index}: {reason}"
+                f"iteration {record.iteration} {record.phase}"
+                + (f" step {record.step}" if record.step > 1 else "")
+                + f" run {record.run_index}: {reason}"
             )
     return report
 

@@ -1,9 +1,10 @@
 """The results schema: one run per DAG run attempt, one measurement per load-generator run.
 
-Shaped after conbench: dimensions on the run, facts on the measurement, raw samples
-(histogram buckets, resource samples) beside the aggregates, CHECK constraints on every
-bounded value, and unique keys that make a re-load a no-op. Alembic migrations under
-``migrations/`` create exactly this schema (a test compares them).
+Shaped after conbench: dimensions on the run, facts on the measurement (each at its load
+step), raw samples (histogram buckets, resource samples) and what each component cost
+beside the aggregates, CHECK constraints on every bounded value, and unique keys that make
+a re-load a no-op. Alembic migrations under ``migrations/`` create exactly this schema (a
+test compares them).
 """
 
 from __future__ import annotations
@@ -43,6 +44,29 @@ RUN_STATES = ("running", "success", "failed", "imported")
 RUN_PURPOSES = ("scheduled", "backfill", "manual", "test", "imported")
 PHASES = ("warmup", "paired-baseline", "measured")
 SUMMARY_METRICS = ("qps", "avg_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms")
+# What the path cost per request (CPU-ms per 1000 requests, numerically millicores per 1000
+# requests per second): the mesh's roles summed, and the whole machine or nodes busy.
+COST_METRICS = ("cpu_mesh_per_1k", "cpu_path_per_1k")
+DAILY_SUMMARY_METRICS = (*SUMMARY_METRICS, *COST_METRICS)
+# The roles a component plays on the measured path, as meshbench.local.resources names them
+# (a test keeps the two in step), and the part of the busy time no component was charged
+# for: the kernel's work for the traffic (softirq, interrupts) and whatever else ran.
+PATH_ROLES = (
+    "load generator",
+    "server app",
+    "client proxy",
+    "gateway",
+    "server proxy",
+    "tunnel",
+    "control plane",
+)
+UNATTRIBUTED_ROLE = "unattributed"
+COST_ROLES = (*PATH_ROLES, UNATTRIBUTED_ROLE)
+# The mesh's own roles: what a mesh adds to the direct path (resources.MESH_ROLES).
+MESH_ROLES = ("client proxy", "gateway", "server proxy", "tunnel", "control plane")
+# Where a CPU figure comes from: a process's own counters (/proc/<pid>/stat), a container's
+# metrics-server samples, or the machine's or node's CPU counters.
+COST_SOURCES = ("proc", "metrics-server", "node")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -118,8 +142,18 @@ class Measurement(Base):
 
     __tablename__ = "measurement"
     __table_args__ = (
-        UniqueConstraint("run_id", "iteration", "phase", "run_index"),
+        UniqueConstraint("run_id", "iteration", "step_index", "phase", "run_index"),
         CheckConstraint("iteration >= 1", name="iteration_positive"),
+        CheckConstraint("step_index >= 1", name="step_index_positive"),
+        CheckConstraint(
+            "step_connections IS NULL OR step_connections >= 1", name="step_connections_positive"
+        ),
+        CheckConstraint(
+            "step_target_qps IS NULL OR step_target_qps > 0", name="step_target_positive"
+        ),
+        CheckConstraint(
+            "NOT saturated OR step_target_qps IS NOT NULL", name="saturated_has_target"
+        ),
         CheckConstraint("run_index >= 1", name="run_index_positive"),
         CheckConstraint(_in("phase", PHASES), name="phase_known"),
         CheckConstraint("positive = (reason IS NULL)", name="negative_has_reason"),
@@ -152,6 +186,24 @@ class Measurement(Base):
     iteration: Mapped[int] = mapped_column(Integer)
     phase: Mapped[str] = mapped_column(String(32))
     run_index: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(
+        Integer, default=1, server_default="1", doc="The load step of the ladder, from 1."
+    )
+    step_key: Mapped[str | None] = mapped_column(
+        String(64),
+        doc="The step's name (c4-max, c16-q2000); NULL only for rows written outside the "
+        "loader, which v_measurement reads as the run's own profile.",
+    )
+    step_connections: Mapped[int | None] = mapped_column(Integer)
+    step_target_qps: Mapped[float | None] = mapped_column(
+        Double, doc="The step's target rate; NULL when it ran as fast as possible (max)."
+    )
+    saturated: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default="false",
+        doc="A target was set and the run achieved less than SATURATION_THRESHOLD of it.",
+    )
     positive: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str | None] = mapped_column(Text)
     failed_task: Mapped[str | None] = mapped_column(String(250))
@@ -187,6 +239,12 @@ class Measurement(Base):
     run: Mapped[Run] = relationship(back_populates="measurements")
     buckets: Mapped[list[HistogramBucket]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True
+    )
+    costs: Mapped[list[ComponentCost]] = relationship(
+        back_populates="measurement", cascade="all, delete-orphan", passive_deletes=True
+    )
+    cost: Mapped[MeasurementCost | None] = relationship(
+        back_populates="measurement", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -254,6 +312,96 @@ class ResourceSample(Base):
     memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class ComponentCost(Base):
+    """What one component on the path cost during a measurement (or the unattributed part).
+
+    Local runs read a component's own CPU counters and peak resident memory; Kubernetes
+    runs derive them from metrics-server samples. ``cpu_user_s``/``cpu_system_s`` are NULL
+    where the source does not split them (metrics-server, the unattributed part).
+    """
+
+    __tablename__ = "component_cost"
+    __table_args__ = (
+        UniqueConstraint(
+            "measurement_id",
+            "cluster",
+            "role",
+            "component",
+            name="uq_component_cost_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        CheckConstraint(_in("role", COST_ROLES), name="role_known"),
+        CheckConstraint(_in("source", COST_SOURCES), name="source_known"),
+        CheckConstraint("cpu_s >= 0", name="cpu_non_negative"),
+        CheckConstraint(
+            "(cpu_user_s IS NULL) = (cpu_system_s IS NULL) AND (cpu_user_s IS NULL OR "
+            "(cpu_user_s >= 0 AND cpu_system_s >= 0 "
+            "AND abs(cpu_s - cpu_user_s - cpu_system_s) <= 0.01))",
+            name="cpu_parts_add_up",
+        ),
+        CheckConstraint(
+            "peak_memory_bytes IS NULL OR peak_memory_bytes >= 0", name="memory_non_negative"
+        ),
+        CheckConstraint(
+            "cpu_ms_per_1000_requests IS NULL OR cpu_ms_per_1000_requests >= 0",
+            name="per_1000_non_negative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    measurement_id: Mapped[int] = mapped_column(
+        ForeignKey("measurement.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(32))
+    component: Mapped[str] = mapped_column(Text, doc="Process or container name.")
+    cluster: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    cpu_user_s: Mapped[float | None] = mapped_column(Double)
+    cpu_system_s: Mapped[float | None] = mapped_column(Double)
+    cpu_s: Mapped[float] = mapped_column(Double, doc="CPU seconds over the run.")
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_ms_per_1000_requests: Mapped[float | None] = mapped_column(
+        Double, doc="CPU milliseconds per 1000 requests (millicores per 1000 requests/s)."
+    )
+
+    measurement: Mapped[Measurement] = relationship(back_populates="costs")
+
+
+class MeasurementCost(Base):
+    """A measurement's cost totals: the requests it served and the busy CPU time of the
+    machine (local) or the nodes (Kubernetes) over the run, which is the whole path's cost,
+    broken down as ``/proc/stat`` does where the source does."""
+
+    __tablename__ = "measurement_cost"
+    __table_args__ = (
+        CheckConstraint("requests >= 0", name="requests_non_negative"),
+        CheckConstraint("busy_cpu_s IS NULL OR busy_cpu_s >= 0", name="busy_non_negative"),
+        CheckConstraint(
+            "attributed_share IS NULL OR (attributed_share >= 0 AND attributed_share <= 1)",
+            name="share_bounded",
+        ),
+    )
+
+    measurement_id: Mapped[int] = mapped_column(
+        ForeignKey("measurement.id", ondelete="CASCADE"), primary_key=True
+    )
+    requests: Mapped[int] = mapped_column(BigInteger)
+    busy_cpu_s: Mapped[float | None] = mapped_column(
+        Double, doc="Busy CPU seconds of the machine or nodes: the whole path; NULL if unknown."
+    )
+    user_cpu_s: Mapped[float | None] = mapped_column(Double)
+    nice_cpu_s: Mapped[float | None] = mapped_column(Double)
+    system_cpu_s: Mapped[float | None] = mapped_column(Double)
+    irq_cpu_s: Mapped[float | None] = mapped_column(Double)
+    softirq_cpu_s: Mapped[float | None] = mapped_column(Double)
+    steal_cpu_s: Mapped[float | None] = mapped_column(Double)
+    attributed_share: Mapped[float | None] = mapped_column(
+        Double, doc="The components' share of the busy time, as the run recorded it."
+    )
+
+    measurement: Mapped[Measurement] = relationship(back_populates="cost")
+
+
 class DailySummary(Base):
     """One metric of one environment × mesh × version × load profile on one date."""
 
@@ -268,10 +416,11 @@ class DailySummary(Base):
             "metric",
             name="uq_daily_summary_key",
         ),
-        CheckConstraint(_in("metric", SUMMARY_METRICS), name="metric_known"),
+        CheckConstraint(_in("metric", DAILY_SUMMARY_METRICS), name="metric_known"),
         CheckConstraint(
             "n_positive >= 0 AND n_negative >= 0 AND n_excluded >= 0", name="counts_non_negative"
         ),
+        CheckConstraint("n_saturated >= 0", name="saturated_count_non_negative"),
         CheckConstraint("n_positive = 0 OR (mean >= 0 AND median >= 0)", name="values_ok"),
         CheckConstraint("ci_low IS NULL OR ci_low <= ci_high", name="ci_ordered"),
         CheckConstraint("stddev IS NULL OR stddev >= 0", name="stddev_non_negative"),
@@ -284,11 +433,27 @@ class DailySummary(Base):
         String(64), doc="The mesh version, or '' for unversioned meshes (unique keys need it)."
     )
     benchmark_date: Mapped[date] = mapped_column(Date)
-    load_profile_key: Mapped[str] = mapped_column(String(200))
+    load_profile_key: Mapped[str] = mapped_column(
+        String(200), doc="The step's rate (0: max), connections and the duration: q6000-c1-d60s."
+    )
+    step_key: Mapped[str | None] = mapped_column(String(64), doc="The load step: c4-max.")
     metric: Mapped[str] = mapped_column(String(16))
     n_positive: Mapped[int] = mapped_column(Integer)
     n_negative: Mapped[int] = mapped_column(Integer)
     n_excluded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    n_saturated: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        doc="Positive runs that missed the step's target rate (see ``saturated``).",
+    )
+    saturated: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default="false",
+        doc="Every positive run was saturated, so the means are of saturated runs; otherwise "
+        "they are of the unsaturated runs alone.",
+    )
     mean: Mapped[float | None] = mapped_column(Double)
     median: Mapped[float | None] = mapped_column(Double)
     stddev: Mapped[float | None] = mapped_column(Double)
