@@ -30,6 +30,7 @@ def run(mesh, phase, step, iteration, qps, p99, saturated=False, resources=None)
         "step_key": key,
         "step_connections": connections,
         "step_target_qps": target,
+        "requested_qps": target,
         "saturated": saturated,
         "actual_qps": qps,
         "p50_ms": p99 / 2,
@@ -72,7 +73,7 @@ def frame() -> pd.DataFrame:
 
 def test_the_comparison_rate_is_the_highest_no_mesh_saturates(frame):
     assert ladder.comparison_step(frame) == ("c4-q2000", False)
-    every_step_saturated = frame.assign(saturated=frame["step_target_qps"].notna())
+    every_step_saturated = frame.assign(saturated=frame["requested_qps"].notna())
     assert ladder.comparison_step(every_step_saturated) == ("c4-q2000", True)
 
 

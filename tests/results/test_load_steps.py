@@ -97,7 +97,11 @@ def test_without_a_recorded_step_the_run_profile_is_its_one_step(clean_results) 
         load_run(
             clean_results,
             a_run(key, qps=qps),
-            [MeasurementRecord(1, "measured", 1, MeasurementOutcome(fortio(1500.0, 0.4, 1, 0, 4)))],
+            [
+                MeasurementRecord(
+                    1, "measured", 1, MeasurementOutcome(fortio(1500.0, 0.4, 1, qps or None, 4))
+                )
+            ],
         )
         with Session(clean_results) as session:
             row = session.scalars(select(Measurement).join(Run).where(Run.source_key == key)).one()

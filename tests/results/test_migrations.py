@@ -150,8 +150,9 @@ def test_0006_backfills_steps_from_the_run_and_downgrades_to_the_one_step_schema
                 connection.execute(
                     text(
                         "INSERT INTO measurement (run_id, iteration, phase, run_index, positive, "
-                        "reason, raw, actual_qps) VALUES (:run, 1, :phase, :index, :positive, "
-                        "CASE WHEN :positive THEN NULL ELSE 'failed' END, '{}', :actual)"
+                        "reason, raw, actual_qps, requested_qps) VALUES (:run, 1, :phase, "
+                        ":index, :positive, CASE WHEN :positive THEN NULL ELSE 'failed' END, "
+                        "'{}', :actual, :requested)"
                     ),
                     {
                         "run": run_id,
@@ -159,6 +160,8 @@ def test_0006_backfills_steps_from_the_run_and_downgrades_to_the_one_step_schema
                         "index": index,
                         "positive": positive,
                         "actual": actual,
+                        # Fortio paced the fixed run at its target; the other ran at max.
+                        "requested": 2000.0 if run_id == run_ids[0] else None,
                     },
                 )
             connection.execute(

@@ -33,7 +33,7 @@ from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE
 _RUNS_SQL = """
 SELECT r.id AS run_id, r.environment, r.mesh, coalesce(r.mesh_version, '') AS mesh_version_key,
        m.iteration, m.phase, m.run_index, m.step_index, m.step_key, m.step_connections,
-       m.step_target_qps, m.saturated, m.actual_qps, m.p50_ms, m.p99_ms, m.request_count,
+       m.step_target_qps, m.requested_qps, m.saturated, m.actual_qps, m.p50_ms, m.p99_ms, m.request_count,
        m.context -> 'resources' AS resources
 FROM measurement m JOIN run r ON r.id = m.run_id
 WHERE m.positive AND m.phase IN ('measured', 'paired-baseline')
@@ -110,14 +110,14 @@ def _resource(resources: object, key: str) -> float | None:
 
 def comparison_step(frame: pd.DataFrame) -> tuple[str | None, bool]:
     """The fixed-rate step every mesh is compared at, and whether any mesh saturated there."""
-    measured = frame[(frame["phase"] == PHASE_MEASURED) & frame["step_target_qps"].notna()]
+    measured = frame[(frame["phase"] == PHASE_MEASURED) & frame["requested_qps"].notna()]
     if measured.empty:
         return None, False
-    by_step = measured.groupby(["step_key", "step_target_qps"])["saturated"].any().reset_index()
+    by_step = measured.groupby(["step_key", "requested_qps"])["saturated"].any().reset_index()
     kept = by_step[~by_step["saturated"]]
     if not kept.empty:
-        return str(kept.sort_values("step_target_qps").iloc[-1]["step_key"]), False
-    return str(by_step.sort_values("step_target_qps").iloc[0]["step_key"]), True
+        return str(kept.sort_values("requested_qps").iloc[-1]["step_key"]), False
+    return str(by_step.sort_values("requested_qps").iloc[0]["step_key"]), True
 
 
 def _added_p99(runs: pd.DataFrame, step: str | None) -> Interval:
@@ -139,7 +139,8 @@ def mesh_results(frame: pd.DataFrame) -> list[MeshResult]:
     results = []
     for (mesh, version), runs in frame.groupby(["mesh", "mesh_version_key"], sort=False):
         measured = runs[runs["phase"] == PHASE_MEASURED]
-        closed_loop = measured[measured["step_target_qps"].isna()]
+        # Runs the load generator did not pace: the ceiling is the best of them.
+        closed_loop = measured[measured["requested_qps"].isna()]
         ceiling, ceiling_step = Interval.of([]), None
         if not closed_loop.empty:
             means = closed_loop.groupby("step_key")["actual_qps"].mean()

@@ -13,8 +13,8 @@ measurements by (run, iteration, load step, phase, run index).
 
 Each measurement records its load step (``MeasurementRecord.step`` and the step the pipeline
 writes into ``context["step"]``; without one, the run's own profile is its one step) and
-whether it was saturated: a target rate was set and the run achieved less than
-``SATURATION_THRESHOLD`` of it. Saturation does not make a run negative: a saturated run is
+whether it was saturated: the load generator paced at a target rate and the run achieved
+less than ``SATURATION_THRESHOLD`` of it. Saturation does not make a run negative: a saturated run is
 kept and shown, positive or negative on its own merits, and the aggregation never averages
 it with unsaturated runs of its step.
 
@@ -252,7 +252,8 @@ def step_values(record: MeasurementRecord, run: Run) -> dict[str, Any]:
 
 
 def is_saturated(actual_qps: float | None, target_qps: float | None) -> bool:
-    """A target rate was set and the run achieved less than ``SATURATION_THRESHOLD`` of it."""
+    """The run was paced at ``target_qps`` and achieved less than ``SATURATION_THRESHOLD``
+    of it."""
     if target_qps is None or actual_qps is None:
         return False
     return actual_qps < SATURATION_THRESHOLD * target_qps
@@ -402,7 +403,9 @@ def _insert_measurement(
             artifact_uri=record.artifact_uri,
             context=outcome.context or {},
             load_generator=str(generator) if generator else None,
-            saturated=is_saturated(values.get("actual_qps"), step["step_target_qps"]),
+            # The rate the load generator paced at: a closed-loop run (wrk, Fortio's max)
+            # has none, whatever target the profile names, and cannot fall short of it.
+            saturated=is_saturated(values.get("actual_qps"), values.get("requested_qps")),
             **step,
             **values,
         )

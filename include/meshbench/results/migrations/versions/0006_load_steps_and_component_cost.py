@@ -88,8 +88,8 @@ UPDATE measurement m
 SET step_key = {RUN_STEP_KEY},
     step_connections = r.connections,
     step_target_qps = nullif(r.qps, 0),
-    saturated = (r.qps > 0 AND m.actual_qps IS NOT NULL
-                 AND m.actual_qps < {SATURATION_THRESHOLD} * r.qps)
+    saturated = (m.requested_qps IS NOT NULL AND m.actual_qps IS NOT NULL
+                 AND m.actual_qps < {SATURATION_THRESHOLD} * m.requested_qps)
 FROM run r
 WHERE r.id = m.run_id
 """
