@@ -20,6 +20,8 @@ from meshbench.pipeline.artifacts import ArtifactStore
 log = logging.getLogger(__name__)
 
 TREND_DAYS = 30
+LADDER_CHART = "ladder.png"
+CPU_CHART = "cpu.png"
 REPORT_COLUMNS = [
     "mesh",
     "n",
@@ -253,6 +255,7 @@ def write_report(engine: Engine, store: ArtifactStore, report: DayReport) -> dic
             f"Average latency over {TREND_DAYS} days · {report.environment}",
         ),
     }
+    images.update(ladder_images(engine, report.environment, report.benchmark_date, title))
     files = {}
     for name, data in images.items():
         files[name] = store.write_bytes(folder / name, data)
@@ -261,6 +264,28 @@ def write_report(engine: Engine, store: ArtifactStore, report: DayReport) -> dic
     files["report.html"] = _write_text(folder / "report.html", render_html(report, chart_links))
     report.files = files
     return files
+
+
+def ladder_images(engine: Engine, environment: str, day: date, title: str) -> dict[str, bytes]:
+    """The latency-vs-throughput and CPU-per-1000-requests charts, where the day has runs
+    with a resource account or more than one step."""
+    from meshbench.analysis import charts, ladder
+
+    frame = ladder.fetch_ladder(engine, environment, day)
+    if frame.empty:
+        return {}
+    step, _ = ladder.comparison_step(frame)
+    images = {
+        LADDER_CHART: charts.latency_throughput_chart(
+            ladder.ladder_points(frame), f"Latency against throughput · {title}"
+        )
+    }
+    by_role = ladder.cpu_by_role(frame, step)
+    if not by_role.empty:
+        images[CPU_CHART] = charts.cpu_per_request_chart(
+            by_role, f"CPU per 1000 requests at {step} · {title}"
+        )
+    return images
 
 
 def _write_text(path, content: str) -> str:

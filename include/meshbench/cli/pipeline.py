@@ -84,7 +84,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace, console: Any, config: Any, meshes: list[str]) -> int:
     from meshbench.airflow_env import airflow_environment, prepare_airflow, run_airflow
+    from meshbench.analysis import ladder
     from meshbench.analysis.aggregate import fetch_measurements, summarize
+    from meshbench.analysis.daily import CPU_CHART, LADDER_CHART
     from meshbench.analysis.report import comparison_tables
     from meshbench.config import LOAD_PROFILE_ENV_VAR
     from meshbench.dagfactory import RUN_PURPOSE_ENV_VAR
@@ -131,9 +133,13 @@ def _run_demo(args: argparse.Namespace, console: Any, config: Any, meshes: list[
     summary = summarize(fetch_measurements(engine, "local", day))
     for table in comparison_tables(summary):
         console.print(table)
+    results = ladder.mesh_results(ladder.fetch_ladder(engine, "local", day))
+    if results:
+        console.print(ladder.results_table(results, f"What each mesh adds and costs · {day}"))
     report_dir = ArtifactStore(config).report_dir("local", day.isoformat())
     console.print("Report and charts:")
-    for name in ("report.html", "report.md", "qps.png", "latency.png", "trend.png"):
+    names = ("report.html", "report.md", "qps.png", "latency.png", "trend.png")
+    for name in (*names, LADDER_CHART, CPU_CHART):
         path = report_dir / name
         console.print(f"  {path}" + ("" if path.exists() else "  (missing)"))
     if failed:
