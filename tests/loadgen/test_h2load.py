@@ -347,7 +347,7 @@ def test_failed_and_error_answers_are_counted() -> None:
 @pytest.mark.parametrize(
     ("target", "connections", "words"),
     [
-        (1001, 4, "does not divide evenly over 4 connections"),
+        (1000, 3, "does not divide evenly over 3 connections .* use 999 or 1002 rps"),
         (3, 4, "below 1 rps on each of the 4 connections"),
         (6500, 65, "at most 64 connections"),
     ],
@@ -359,9 +359,18 @@ def test_a_bad_target_names_the_step(target: int, connections: int, words: str) 
             connections=connections,
             duration_seconds=1.0,
             target_qps=target,
-            step="2 (c4-q1001)",
+            step="2 (c3-q1000)",
         )
-    assert str(raised.value).startswith("load step 2 (c4-q1001): ")
+    assert str(raised.value).startswith("load step 2 (c3-q1000): ")
+
+
+def test_a_share_exact_in_thousandths_is_written_as_it_is() -> None:
+    settings = h2load.H2loadSettings(
+        url="http://x/", connections=4, duration_seconds=1.0, target_qps=250
+    )
+    assert settings.per_connection_rps == 62.5
+    assert "--rps=62.5" in h2load.command(Path("/usr/bin/h2load"), settings, Path("log"))
+    assert h2load.format_rate(50.0) == "50" and h2load.format_rate(0.125) == "0.125"
 
 
 def test_the_step_name_and_the_generator_choice() -> None:

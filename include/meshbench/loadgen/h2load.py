@@ -51,6 +51,7 @@ saturation visible.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -82,6 +83,9 @@ RATE_TIMER_FLOOR_SECONDS = 0.01
 MAX_CONCURRENT_STREAMS = 1
 # One process per connection (see the module docstring); more is not a local benchmark.
 MAX_CONNECTIONS = 64
+# Each connection's rate is written with at most this many decimals.
+RATE_DECIMALS = 3
+RATE_DECIMALS_SCALE = 10**RATE_DECIMALS
 # h2load's log marks a stream that failed without a status with -1.
 FAILED_STREAM_STATUS = -1
 # Answers of 400 or more count as errors, as wrk counts them.
@@ -113,8 +117,21 @@ class FixedRateError(ValueError):
     """A fixed-rate target h2load cannot pace as asked; names the step."""
 
 
-def per_connection_rate(target_qps: int, connections: int, step: str = "") -> int:
-    """The ``--rps`` of each connection's h2load: the target split evenly, in whole rps."""
+def _exact_share(target_qps: int, connections: int) -> bool:
+    return (target_qps * RATE_DECIMALS_SCALE) % connections == 0
+
+
+def format_rate(rps: float) -> str:
+    """A rate as h2load's --rps gets it: at most three decimals, no trailing zeros."""
+    return f"{rps:.{RATE_DECIMALS}f}".rstrip("0").rstrip(".")
+
+
+def per_connection_rate(target_qps: int, connections: int, step: str = "") -> float:
+    """The ``--rps`` of each connection's h2load: the target split evenly.
+
+    h2load takes a fractional rate, but a share that cannot be written exactly in a few
+    decimals (1000 / 3) would pace the connections together at something else than the
+    target, so only shares exact to a thousandth of a request per second are accepted."""
     where = f"load step {step}" if step else "fixed-rate load"
     if connections > MAX_CONNECTIONS:
         raise FixedRateError(
@@ -126,14 +143,15 @@ def per_connection_rate(target_qps: int, connections: int, step: str = "") -> in
             f"{where}: a target of {target_qps} rps is below 1 rps on each of the "
             f"{connections} connections (h2load paces each connection at target / connections)"
         )
-    if target_qps % connections:
-        lower = target_qps - target_qps % connections
+    if not _exact_share(target_qps, connections):
+        lower = next(t for t in range(target_qps, 0, -1) if _exact_share(t, connections))
+        upper = next(t for t in itertools.count(target_qps) if _exact_share(t, connections))
         raise FixedRateError(
             f"{where}: a target of {target_qps} rps does not divide evenly over "
-            f"{connections} connections (h2load paces each connection at its own whole rate); "
-            f"use {lower} or {lower + connections} rps"
+            f"{connections} connections ({target_qps / connections:.6g} rps each cannot be given "
+            f"to h2load exactly, in thousandths); use {lower} or {upper} rps"
         )
-    return target_qps // connections
+    return target_qps / connections
 
 
 @dataclass(frozen=True)
@@ -151,7 +169,7 @@ class H2loadSettings:
         per_connection_rate(self.target_qps, self.connections, self.step)
 
     @property
-    def per_connection_rps(self) -> int:
+    def per_connection_rps(self) -> float:
         return per_connection_rate(self.target_qps, self.connections, self.step)
 
     @property
@@ -168,7 +186,7 @@ def command(h2load: Path, settings: H2loadSettings, log_file: Path) -> list[str]
         "--clients=1",
         "--threads=1",
         f"--max-concurrent-streams={MAX_CONCURRENT_STREAMS}",
-        f"--rps={settings.per_connection_rps}",
+        f"--rps={format_rate(settings.per_connection_rps)}",
         f"--duration={round(settings.duration_seconds * 1000)}ms",
         # The pipeline runs its own warm-up; none here keeps the first logged request the
         # one h2load sends on connecting, the start of its schedule.
@@ -183,7 +201,7 @@ def describe_command(
 ) -> str:
     """The command line as the plan shows it: one process per connection."""
     try:
-        rate = f"{per_connection_rate(target_qps, connections, step)}"
+        rate = format_rate(per_connection_rate(target_qps, connections, step))
     except FixedRateError:
         rate = f"{target_qps}/{connections}"
     return (
@@ -263,7 +281,7 @@ class H2loadReport:
     """Every connection's log, with the rate each was paced at."""
 
     connections: list[ConnectionLog]
-    per_connection_rps: int
+    per_connection_rps: float
 
     @property
     def records(self) -> list[RequestRecord]:
@@ -300,7 +318,7 @@ class IntendedStart:
 
 
 def _connection_schedule(
-    connection: ConnectionLog, rate: int, index: int
+    connection: ConnectionLog, rate: float, index: int
 ) -> tuple[list[int], list[int]] | str:
     """(latency from the intended send, send lag) per request of one connection, or why
     they cannot be read from its log."""
@@ -326,7 +344,7 @@ def _connection_schedule(
         k = lags.index(earliest)
         return (
             f"{name}: request {k} was sent {-earliest / 1000:.3f} ms before its turn in "
-            f"h2load's schedule at {rate} rps; the log does not fit the schedule"
+            f"h2load's schedule at {format_rate(rate)} rps; the log does not fit the schedule"
         )
     # h2load rounds the due count, so a request may go up to half an interval early: it
     # was not waiting then, and its latency from the intended time is the measured one.
