@@ -281,8 +281,7 @@ def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict
             type=["null", "integer"],
             minimum=1,
             maximum=1024,
-            description="Empty runs the ladder; a number runs one step with this many "
-            "connections.",
+            description="Empty runs the ladder; a number runs one step with this many connections.",
         )
         params["qps"] = Param(
             None,

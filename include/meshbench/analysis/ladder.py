@@ -33,7 +33,8 @@ from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE
 _RUNS_SQL = """
 SELECT r.id AS run_id, r.environment, r.mesh, coalesce(r.mesh_version, '') AS mesh_version_key,
        m.iteration, m.phase, m.run_index, m.step_index, m.step_key, m.step_connections,
-       m.step_target_qps, m.requested_qps, m.saturated, m.actual_qps, m.p50_ms, m.p99_ms, m.request_count,
+       m.step_target_qps, m.requested_qps, m.saturated, m.actual_qps, m.p50_ms, m.p99_ms,
+       m.request_count,
        m.context -> 'resources' AS resources
 FROM measurement m JOIN run r ON r.id = m.run_id
 WHERE m.positive AND m.phase IN ('measured', 'paired-baseline')

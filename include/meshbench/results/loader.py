@@ -14,8 +14,8 @@ measurements by (run, iteration, load step, phase, run index).
 Each measurement records its load step (``MeasurementRecord.step`` and the step the pipeline
 writes into ``context["step"]``; without one, the run's own profile is its one step) and
 whether it was saturated: the load generator paced at a target rate and the run achieved
-less than ``SATURATION_THRESHOLD`` of it. Saturation does not make a run negative: a saturated run is
-kept and shown, positive or negative on its own merits, and the aggregation never averages
+less than ``SATURATION_THRESHOLD`` of it. Saturation does not make a run negative: a saturated
+run is kept and shown, positive or negative on its own merits, and the aggregation never averages
 it with unsaturated runs of its step.
 
 What each component cost (``context["resources"]``, the shape of
