@@ -30,7 +30,8 @@ from meshbench.analysis.report import STUDY_COLUMNS, mesh_label
 from meshbench.results.db import READER_ROLE
 from meshbench.results.migrate import MEND_COMMAND
 from meshbench.results.models import SUMMARY_METRICS
-from meshbench.ui import data
+from meshbench.ui import data, ladder_section
+from meshbench.ui.formatting import latency_digits, number
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +79,7 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 def _digits(frame: pd.DataFrame) -> int:
     """Two decimals like the study, more when the fastest latency needs them."""
     latencies = frame[["avg", "p90"]].to_numpy(dtype=float).ravel() if not frame.empty else []
-    smallest = min((v for v in latencies if v > 0), default=1.0)
-    digits = 2
-    while smallest < 10 ** (1 - digits) and digits < 4:
-        digits += 1
-    return digits
-
-
-def _number(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+    return latency_digits(latencies)
 
 
 def comparison_tables(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -109,36 +100,36 @@ def comparison_tables(frame: pd.DataFrame) -> list[dict[str, Any]]:
                         ("negative", str(record["negative"]), None),
                         ("flagged", str(record["flagged"]), None),
                         ("excluded", str(record["excluded"]), None),
-                        ("QPS", _number(record["QPS"], 2), record["QPS"]),
+                        ("QPS", number(record["QPS"], 2), record["QPS"]),
                         *(
-                            (title, _number(record[title], digits), record[title])
+                            (title, number(record[title], digits), record[title])
                             for title in list(STUDY_COLUMNS.values())[1:]
                         ),
-                        ("QPS sd", _number(record["QPS sd"], 2), record["QPS sd"]),
+                        ("QPS sd", number(record["QPS sd"], 2), record["QPS sd"]),
                         (
                             "QPS 95% CI",
-                            f"{_number(record['QPS ci95 low'], 2)} – "
-                            f"{_number(record['QPS ci95 high'], 2)}",
+                            f"{number(record['QPS ci95 low'], 2)} – "
+                            f"{number(record['QPS ci95 high'], 2)}",
                             None,
                         ),
-                        ("avg median", _number(record["avg median"], digits + 1), None),
-                        ("avg sd", _number(record["avg sd"], digits + 1), None),
+                        ("avg median", number(record["avg median"], digits + 1), None),
+                        ("avg sd", number(record["avg sd"], digits + 1), None),
                         (
                             "avg 95% CI",
-                            f"{_number(record['avg ci95 low'], digits + 1)} – "
-                            f"{_number(record['avg ci95 high'], digits + 1)}",
+                            f"{number(record['avg ci95 low'], digits + 1)} – "
+                            f"{number(record['avg ci95 high'], digits + 1)}",
                             None,
                         ),
                         *(
                             (
                                 (
                                     "avg added vs baseline",
-                                    _number(record["avg added vs paired baseline"], digits + 1),
+                                    number(record["avg added vs paired baseline"], digits + 1),
                                     None,
                                 ),
                                 (
                                     "QPS ratio vs baseline",
-                                    _number(record["QPS ratio vs paired baseline"], 3),
+                                    number(record["QPS ratio vs paired baseline"], 3),
                                     None,
                                 ),
                             )
@@ -219,8 +210,44 @@ def explain_database_error(exc: Exception) -> tuple[str, str | None]:
     return detail, None
 
 
+def load_ladder_section(
+    engine: Engine, environment: str, day: date
+) -> ladder_section.LadderSection:
+    """The load-ladder section, or why it cannot be shown: the rest of the page stays."""
+    try:
+        return ladder_section.build(engine, environment, day)
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        log.error("results page cannot read the load steps: %s", exc)
+        detail, command = explain_database_error(exc)
+        return ladder_section.LadderSection(
+            problem=f"The load steps cannot be read: {detail}.", mend_command=command
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        # Stored values the analysis cannot use (a missing step, a non-numeric rate).
+        log.exception("results page cannot summarise the load steps of %s on %s", environment, day)
+        return ladder_section.LadderSection(
+            problem="The load steps of this date cannot be summarised: "
+            f"{type(exc).__name__}: {exc}."
+        )
+
+
 def _png(content: bytes) -> Response:
     return Response(content=content, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def ladder_chart(kind: str, engine: Engine, environment: str, day: date) -> bytes:
+    """A ladder chart's PNG; what is missing or unusable answers in words, not a traceback."""
+    try:
+        return ladder_section.chart(kind, engine, environment, day)
+    except ladder_section.NoChart as missing:
+        raise HTTPException(status_code=404, detail=str(missing)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.exception("results page cannot draw the %s chart of %s on %s", kind, environment, day)
+        raise HTTPException(
+            status_code=422,
+            detail=f"the load steps of {environment} on {day} cannot be charted: "
+            f"{type(exc).__name__}: {exc}",
+        ) from None
 
 
 def create_app(engine_dependency: Callable[[], Engine] = get_engine) -> FastAPI:
@@ -319,11 +346,16 @@ def create_app(engine_dependency: Callable[[], Engine] = get_engine) -> FastAPI:
                     )
                 ),
                 max_rows=data.MAX_LISTED_ROWS,
+                ladder=load_ladder_section(engine, selection.environment, selection.day),
             )
         html = _templates.get_template("results.html.j2").render(**context)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    @app.get("/chart/{kind}.png", summary="QPS or latency chart of one date")
+    @app.get(
+        "/chart/{kind}.png",
+        summary="QPS or latency chart of one date, or its latency-vs-throughput (ladder) "
+        "or CPU-per-1000-requests (cpu) chart",
+    )
     def day_chart(
         kind: str,
         engine: EngineDep,
@@ -331,9 +363,11 @@ def create_app(engine_dependency: Callable[[], Engine] = get_engine) -> FastAPI:
         day: Annotated[str, Query(alias="date")],
         profile: str | None = None,
     ) -> Response:
-        if kind not in CHART_KINDS:
+        if kind not in CHART_KINDS and kind not in ladder_section.CHART_KINDS:
             raise HTTPException(status_code=404, detail=f"no chart {kind!r}")
         chosen = _date_or_none(day, "date")
+        if kind in ladder_section.CHART_KINDS:
+            return _png(ladder_chart(kind, engine, environment, chosen))
         frame = data.comparison(engine, environment, chosen)
         main = _main_profile(frame, profile)
         if main is None:

@@ -116,6 +116,23 @@ def comparison(engine: Engine, environment: str, day: date) -> pd.DataFrame:
     return comparison_frame(Summary(rows=rows, flagged=pd.DataFrame()))
 
 
+def ladder_steps(engine: Engine, environment: str, day: date) -> pd.DataFrame:
+    """The day's load steps per mesh (``v_ladder``): achieved rate, percentiles and the p99
+    added over the paired baseline. A step's saturated runs form a row of their own, so
+    they are never averaged with the runs that kept up."""
+    return _read(
+        engine,
+        "SELECT mesh, coalesce(mesh_version, '') AS mesh_version_key, step_index, step_key, "
+        "step_connections, step_target_qps, saturated, n_runs, n_step_runs, n_step_saturated, "
+        "achieved_qps, achieved_share, p50_ms, p90_ms, p99_ms, p999_ms, n_baseline, "
+        "baseline_saturated, baseline_p99_ms, p99_added_ms FROM v_ladder "
+        "WHERE environment = :environment AND benchmark_date = :day "
+        "ORDER BY mesh, mesh_version_key, step_index, saturated",
+        environment=environment,
+        day=day,
+    )
+
+
 def flagged_runs(engine: Engine, environment: str, day: date) -> pd.DataFrame:
     """The day's runs flagged by the deviation check, with their reason and whether they
     were left out of the means (stored with each summary row; read from its avg_ms row)."""
