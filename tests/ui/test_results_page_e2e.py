@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from meshbench.testing.browser import HeadlessChromium, find_chromium
 
-from .conftest import SYNTHETIC
+from .conftest import LADDER_DAY, LADDER_ENVIRONMENT, SYNTHETIC
 
 pytestmark = [pytest.mark.postgres, pytest.mark.airflow, pytest.mark.slow]
 
@@ -212,6 +212,25 @@ EMBEDDED_PAGE_LOADED = """(() => {
     && charts.every(img => img.complete && img.naturalWidth > 0);
 })()"""
 CHART_SIZES = "[...document.querySelectorAll('img.chart')].map(i => [i.naturalWidth, i.alt])"
+# Each load-step row: its mesh, whether it is marked saturated, and its cells.
+READ_LADDER_STEPS = """
+[...document.querySelectorAll('table.ladder-steps tbody tr')].map(row => ({
+  mesh: row.querySelector('td.mesh').textContent.trim(),
+  saturated: row.classList.contains('saturated'),
+  cells: Object.fromEntries([...row.querySelectorAll('td[data-column]')].map(
+    cell => [cell.dataset.column, cell.textContent.trim()]))
+}))
+"""
+READ_LADDER_MESHES = """
+Object.fromEntries([...document.querySelectorAll('table.ladder-meshes tbody tr')].map(row => [
+  row.querySelector('td.mesh').textContent.trim(),
+  row.querySelector('td[data-column="ceiling"]').textContent.trim()
+]))
+"""
+LADDER_CHART_SIZES = (
+    "[...document.querySelectorAll('img.chart.ladder, img.chart.cpu')]"
+    ".map(i => [i.naturalWidth, i.alt])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +271,32 @@ def test_the_page_in_chromium_shows_the_study_table_and_charts(
     assert istio["n"] == "5" and istio["negative"] == "0"
     sizes = browser.evaluate(CHART_SIZES)
     assert len(sizes) == 3 and all(width > 300 for width, _ in sizes), sizes
+    assert "No load ladder on this date" in browser.evaluate("document.body.innerText")
     _screenshot(browser, tmp_path, "results-page.png")
+
+
+def test_the_page_in_chromium_shows_the_load_ladder(airflow_server, browser, tmp_path) -> None:
+    base = airflow_server.url
+    browser.set_cookie("_token", airflow_server.token("viewer"), base)
+    browser.open(
+        f"{base}/meshbench/?environment={LADDER_ENVIRONMENT}&date={LADDER_DAY}",
+        ready=CHARTS_LOADED,
+    )
+    steps = browser.evaluate(READ_LADDER_STEPS)
+    assert len(steps) == 5, steps
+    (saturated,) = [step for step in steps if step["saturated"]]
+    assert saturated["mesh"] == "envoy-mtls (emulated)"
+    assert (saturated["cells"]["step"], saturated["cells"]["achieved QPS"]) == (
+        "c4-q2000",
+        "1500.00",
+    )
+    assert saturated["cells"]["saturation"] == "SATURATED"
+    meshes = browser.evaluate(READ_LADDER_MESHES)
+    assert meshes["envoy-mtls (emulated)"] == "6100 [4829, 7371] (n=2) at c16-max"
+    assert set(meshes) == {"baseline (no mesh)", "envoy-mtls (emulated)"}
+    sizes = browser.evaluate(LADDER_CHART_SIZES)
+    assert len(sizes) == 2 and all(width > 300 for width, _ in sizes), sizes
+    _screenshot(browser, tmp_path, "results-page-ladder.png")
 
 
 def test_the_history_view_shows_trend_regressions_and_negative_runs(
