@@ -2,14 +2,9 @@
 
 Each component's CPU time (user and system, from ``/proc/<pid>/stat`` of its live members)
 and peak resident memory (``VmHWM``), tagged with its role on the path, are set beside the
-machine's whole busy CPU time over the same window (``/proc/stat``). What the components do
-not account for stands as its own part, ``unattributed``: the kernel's work that no process
-is charged for (softirq for veth, WireGuard and TUN traffic, interrupts) and whatever else ran
-on the machine. Prometheus-based harnesses see only containers' user-space CPU; this counts
-everything.
-
-CPU seconds per 1000 requests is numerically the "vCPU per 1000 requests per second" of
-Istio's performance page: (seconds / duration) / (requests / duration / 1000).
+machine's whole busy CPU time over the same window (``/proc/stat``), in the cost record of
+``meshbench.cost``. Prometheus-based harnesses see only containers' user-space CPU; this
+counts everything, the kernel's share included.
 """
 
 from __future__ import annotations
@@ -19,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshbench.cost import (  # noqa: F401  (the roles, re-exported for the local meshes)
+    CLIENT_PROXY,
+    CONTROL_PLANE,
+    GATEWAY,
+    LOAD_GENERATOR,
+    MESH_ROLES,
+    ROLES,
+    SERVER_APP,
+    SERVER_PROXY,
+    TUNNEL,
+    cost_record,
+)
 from meshbench.local.machine import CLOCK_TICKS, CpuTimes
 from meshbench.local.processes import ProcessRecord, read_stat
-
-# The roles a component can play on the measured path.
-LOAD_GENERATOR = "load generator"
-SERVER_APP = "server app"
-CLIENT_PROXY = "client proxy"
-GATEWAY = "gateway"
-SERVER_PROXY = "server proxy"
-TUNNEL = "tunnel"
-CONTROL_PLANE = "control plane"
-# The mesh's own roles: what a mesh adds to the direct path.
-MESH_ROLES = (CLIENT_PROXY, GATEWAY, SERVER_PROXY, TUNNEL, CONTROL_PLANE)
-ROLES = (LOAD_GENERATOR, SERVER_APP, *MESH_ROLES)
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,6 @@ class LoadGeneratorCost:
     peak_memory_bytes: int | None
 
 
-def _per_1000(seconds: float, requests: int) -> float | None:
-    return round(seconds * 1000 / requests, 6) if requests > 0 else None
-
-
 def account(
     before: Iterable[ComponentTimes],
     after: Iterable[ComponentTimes],
@@ -115,35 +106,18 @@ def account(
                 "peak_memory_bytes": peak_memory.get(times.name),
             }
         )
-    for component in components:
-        seconds = component["cpu_user_seconds"] + component["cpu_system_seconds"]
-        component["cpu_seconds"] = round(seconds, 4)
-        component["cpu_seconds_per_1000_requests"] = _per_1000(seconds, requests)
 
     def machine_seconds(field: str) -> float:
         return (getattr(machine_after, field) - getattr(machine_before, field)) / CLOCK_TICKS
 
-    busy = (machine_after.busy_ticks - machine_before.busy_ticks) / CLOCK_TICKS
-    attributed = sum(component["cpu_seconds"] for component in components)
-    mesh = sum(c["cpu_seconds"] for c in components if c["role"] in MESH_ROLES)
-    by_role: dict[str, float] = {}
     for component in components:
-        by_role[component["role"]] = by_role.get(component["role"], 0.0) + component["cpu_seconds"]
-    # Tick accounting is coarse (10 ms) and each source is read at its own moment: the
-    # unattributed part is never reported below zero.
-    unattributed = max(busy - attributed, 0.0)
-    return {
-        "requests": requests,
-        "components": components,
-        "cpu_seconds_by_role": {role: round(seconds, 4) for role, seconds in by_role.items()},
-        "machine": {
+        component["cpu_seconds"] = component["cpu_user_seconds"] + component["cpu_system_seconds"]
+    return cost_record(
+        components,
+        requests,
+        busy_seconds=(machine_after.busy_ticks - machine_before.busy_ticks) / CLOCK_TICKS,
+        machine={
             field: round(machine_seconds(field), 4)
             for field in ("user", "nice", "system", "irq", "softirq", "steal")
-        }
-        | {"busy_seconds": round(busy, 4)},
-        "attributed_cpu_seconds": round(attributed, 4),
-        "unattributed_cpu_seconds": round(unattributed, 4),
-        "attributed_share": round(min(attributed / busy, 1.0), 4) if busy > 0 else None,
-        "mesh_cpu_seconds_per_1000_requests": _per_1000(mesh, requests),
-        "path_cpu_seconds_per_1000_requests": _per_1000(busy, requests),
-    }
+        },
+    )
