@@ -306,7 +306,11 @@ def trigger_params(config: BenchmarkConfig, environment: str, mesh: str) -> dict
 def _measure_timeout(config: BenchmarkConfig, environment: str, mesh: str) -> timedelta:
     load = config.load_profile_for(environment)
     paths = 2 if config.paired_baseline(environment, mesh) else 1
-    seconds = len(load.ladder()) * load.runs_per_iteration * paths * load.duration * 1.5
+    # Each run may also wait out its cost windows (Kubernetes: the idle window and fresh
+    # kubelet counters before and after); an upper bound is all a timeout needs.
+    cost = config.kubernetes.resource_cost
+    per_run = load.duration * 1.5 + cost.idle_seconds + 2 * cost.fresh_stats_timeout
+    seconds = len(load.ladder()) * load.runs_per_iteration * paths * per_run
     return timedelta(seconds=seconds) + MEASURE_TIMEOUT_MARGIN
 
 

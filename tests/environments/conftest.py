@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshbench.backend import RunContext
-from meshbench.config import LoadProfile, MetricsServerSettings, load_config
+from meshbench.config import LoadProfile, MetricsServerSettings, ResourceCostSettings, load_config
 from meshbench.environments.existing import ExistingClusters
 from meshbench.environments.kubernetes import KubernetesBackend
 from meshbench.kube.runner import CommandRunner
@@ -127,6 +127,7 @@ def world(
         runner=runner,
         api_factory=api_factory,
         metrics_server=MetricsServerSettings(sample_interval=0.05),
+        resource_cost=ResourceCostSettings(idle_seconds=0.05, fresh_stats_timeout=2),
         poll_interval=0.01,
         probe_interval=0.05,
         fortio_poll_interval=0.05,

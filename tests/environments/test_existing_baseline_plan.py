@@ -115,3 +115,49 @@ def test_plan_command_refuses_a_local_only_mesh_on_kubernetes(
 def test_placeholder_context_uses_the_dag_id():
     ctx: RunContext = placeholder_context(load_config(), "existing", "baseline")
     assert ctx.dag_id == "meshbench_existing_baseline" and ctx.run_id == "plan"
+
+
+def test_each_measured_run_plans_its_cost_windows_around_the_load(plan: Plan):
+    forward = first(plan, lambda s: s.phase == "iteration_01.measured_01" and s.kind == "process")
+    idle = first(
+        plan, lambda s: s.phase == "iteration_01.measured_01" and "idle window" in s.description
+    )
+    run = first(plan, lambda s: s.phase == "iteration_01.measured_01" and s.kind == "http")
+    cost = first(
+        plan, lambda s: s.phase == "iteration_01.measured_01" and "run's cost" in s.description
+    )
+    assert forward < idle < run < cost
+    assert "/api/v1/nodes/<node>/proxy/stats/summary" in plan.steps[idle].detail
+    assert "once stamped after the run's end" in plan.steps[cost].detail
+    # The warm-up's cost is not measured.
+    assert not [
+        s for s in plan.steps if s.phase == "iteration_01.warmup" and "cost" in s.description
+    ]
+
+
+@pytest.mark.parametrize("environment", ["existing", "aws", "capi"])
+def test_a_ladder_plans_every_step_with_its_load_and_sampling(environment: str, capsys):
+    config = load_config()
+    ladder = config.load_profiles["ladder"]
+    assert cli_main(["plan", "--env", environment, "--mesh", "istio", "--profile", "ladder"]) == 0
+    text = capsys.readouterr().out
+    for number, step in enumerate(ladder.steps, start=1):
+        assert f"load step {number} of {len(ladder.steps)} ({step.key})" in text
+        qps = -1 if step.qps == "max" else step.qps
+        request = f'"qps": "{qps}", "c": "{step.connections}"'
+        runs = [
+            line
+            for line in text.splitlines()
+            if request in line and "phase=measured" in line and f"step={step.key}" in line
+        ]
+        assert len(runs) == ladder.runs_per_iteration, step.key
+        assert f"iteration_01.{step.key}.measured_01: idle window" in text
+        assert f"iteration_01.{step.key}.measured_01: sample metrics-server" in text
+        assert f"iteration_01.{step.key}.measured_01: the run's cost" in text
+
+
+def test_an_unknown_profile_is_named_with_the_known_ones(capsys):
+    from meshbench.cli import CommandError
+
+    with pytest.raises(CommandError, match=r"--profile 'steep'.*defined: .*ladder"):
+        placeholder_context(load_config(), "existing", "istio", "steep")

@@ -125,6 +125,19 @@ def test_a_whole_iteration_measures_and_cleans_up(world: World, study_results):
     assert nginx["cpu_millicores"] == 150.0 and nginx["cpu_limit_millicores"] == 2000.0
     assert nginx["memory_limit_bytes"] == 512 * 1024**2
     assert max(measured.context["cpu_limit_peaks"].values()) == 0.075
+    # The run's cost from the fake kubelets' counters: fortio and nginx at 150m each.
+    cost = measured.context["resources"]
+    assert cost["source"] == "node" and "problems" not in cost, cost.get("problems")
+    assert {(c["cluster"], c["name"], c["role"]) for c in cost["components"]} == {
+        ("client", "fortio/fortio", "load generator"),
+        ("server", "nginx/nginx", "server app"),
+    }
+    duration = cost["duration_seconds"]
+    for component in cost["components"]:
+        assert component["cpu_seconds"] == pytest.approx(0.15 * duration, rel=0.2, abs=0.02)
+    assert cost["requests"] == original["DurationHistogram"]["Count"]
+    assert {n["node"] for n in cost["machine"]["nodes"]} == {"client-node-1", "server-node-1"}
+    assert warmup.context.get("resources") is None
     assert TOKEN not in json.dumps(measured.context)
 
     backend.uninstall_mesh(ctx, 1)

@@ -31,6 +31,7 @@ RESOURCES = {
 class FakeApiServer:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
+        self.forbidden: set[str] = set()
         self.requests: list[dict[str, Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(
@@ -81,9 +82,15 @@ class FakeApiServer:
                         "path": parts.path,
                         "query": parse_qs(parts.query),
                         "content_type": self.headers.get("Content-Type"),
+                        "authorization": self.headers.get("Authorization"),
                     }
                 )
                 path = parts.path.rstrip("/") or "/"
+                if path in fake.forbidden:
+                    return self.reply(
+                        403,
+                        {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403},
+                    )
                 if path == "/version":
                     return self.reply(
                         200,
@@ -229,3 +236,40 @@ def test_get_list_and_delete(api, api_server):
 def test_an_unserved_kind_is_a_clear_error(api):
     with pytest.raises(KubeApiError, match=r"does not serve Gateway in networking\.istio\.io"):
         api.get("networking.istio.io/v1beta1", "Gateway", "cross-network-gateway", "istio-system")
+
+
+SUMMARY = {
+    "node": {
+        "nodeName": "ip-10-0-1-5",
+        "cpu": {"time": "2026-12-07T10:00:00Z", "usageCoreNanoSeconds": 123456789000},
+    },
+    "pods": [
+        {
+            "podRef": {"name": "fortio-abc", "namespace": "mb-1234abcd"},
+            "containers": [
+                {
+                    "name": "fortio",
+                    "cpu": {"time": "2026-12-07T10:00:00Z", "usageCoreNanoSeconds": 5000000000},
+                    "memory": {"workingSetBytes": 25165824},
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_node_summary_is_read_through_the_node_proxy_with_the_path_unquoted(api, api_server):
+    api_server.objects["/api/v1/nodes/ip-10-0-1-5/proxy/stats/summary"] = SUMMARY
+    assert api.node_summary("ip-10-0-1-5") == SUMMARY
+    request = api_server.requests[-1]
+    assert (request["method"], request["path"]) == (
+        "GET",
+        "/api/v1/nodes/ip-10-0-1-5/proxy/stats/summary",
+    )
+    assert request["authorization"] == "Bearer wire-test-token"
+
+
+def test_a_refused_node_summary_names_the_node_and_the_status(api, api_server):
+    api_server.forbidden.add("/api/v1/nodes/ip-10-0-1-5/proxy/stats/summary")
+    with pytest.raises(KubeApiError, match=r"nodes/ip-10-0-1-5/proxy/stats/summary: HTTP 403"):
+        api.node_summary("ip-10-0-1-5")

@@ -46,6 +46,7 @@ from meshbench.config.kubernetes import (
     KubernetesTimeouts,
     KubernetesWorkload,
     MetricsServerSettings,
+    ResourceCostSettings,
 )
 from meshbench.config.load_profiles import LoadProfile, LoadStep
 from meshbench.config.meshes import (
@@ -110,6 +111,7 @@ __all__ = [
     "ReaperSettings",
     "RegressionNotifications",
     "RegressionSettings",
+    "ResourceCostSettings",
     "RoleNames",
     "RunTimings",
     "SeriesMetric",

@@ -86,6 +86,29 @@ class MetricsServerSettings(StrictModel):
         return self.model_copy(update={"version": self.release_for(kubernetes_version)})
 
 
+class ResourceCostSettings(StrictModel):
+    """What each measured run cost on the nodes, from the kubelet's Summary API
+    (``/api/v1/nodes/<node>/proxy/stats/summary``; RBAC ``get`` on ``nodes/proxy``)."""
+
+    node_counters: bool = Field(
+        True,
+        description="Read the kubelet's cumulative CPU counters of the nodes on the path; "
+        "off (or refused): containers' cost from metrics-server samples only.",
+    )
+    idle_seconds: Duration = Field(
+        10.0,
+        ge=0,
+        description="Idle window right before each measured run: what the nodes use without "
+        "load (kubelet, runtime, other pods) is measured here and subtracted from the run.",
+    )
+    fresh_stats_timeout: Duration = Field(
+        40.0,
+        gt=0,
+        description="How long to wait after a run for counters stamped after its end "
+        "(the kubelet refreshes them about every 10-15 s).",
+    )
+
+
 class KubernetesTimeouts(StrictModel):
     rollout: Duration = 300.0
     load_balancer: Duration = 600.0
@@ -103,6 +126,7 @@ class KubernetesSettings(StrictModel):
     nginx: KubernetesWorkload = KubernetesWorkload(image="nginx:1.23.3")
     fortio: KubernetesWorkload = KubernetesWorkload(image="fortio/fortio:1.40.0")
     metrics_server: MetricsServerSettings = MetricsServerSettings()
+    resource_cost: ResourceCostSettings = ResourceCostSettings()
     timeouts: KubernetesTimeouts = KubernetesTimeouts()
     proxy_resources: ContainerResources = Field(
         ContainerResources(

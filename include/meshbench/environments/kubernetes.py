@@ -40,9 +40,16 @@ from meshbench.backend import (
     Step,
     StepFailed,
 )
-from meshbench.config import BenchmarkConfig, KubernetesSettings, MetricsServerSettings
+from meshbench.config import (
+    BenchmarkConfig,
+    KubernetesSettings,
+    MetricsServerSettings,
+    ResourceCostSettings,
+)
 from meshbench.kube.access import ClusterAccess
+from meshbench.kube.api import SUMMARY_PATH
 from meshbench.kube.cluster import ApiFactory, Clusters, KubeCluster, default_api_factory
+from meshbench.kube.cost import CostMeter
 from meshbench.kube.load_balancers import LoadBalancerPolicy, policy_from
 from meshbench.kube.metrics import (
     ResourceSampler,
@@ -120,6 +127,8 @@ class LoadPath:
     describe_target: str
     target_url: Callable[[Clusters], str]
     sample_scopes: tuple[SampleScope, ...]
+    # What each run's cost counts: the sampled containers and the mesh's control plane.
+    cost_scopes: tuple[SampleScope, ...] = ()
 
 
 class KubernetesBackend(Backend):
@@ -132,6 +141,7 @@ class KubernetesBackend(Backend):
         runner: CommandRunner | None = None,
         api_factory: ApiFactory = default_api_factory,
         metrics_server: MetricsServerSettings | None = None,
+        resource_cost: ResourceCostSettings | None = None,
         node_selector: dict[str, str] | None = None,
         poll_interval: float = 2.0,
         probe_interval: float = 5.0,
@@ -147,6 +157,7 @@ class KubernetesBackend(Backend):
         self.runner = runner or CommandRunner(default_timeout=self.settings.timeouts.command)
         self.api_factory = api_factory
         self.metrics_server = metrics_server or self.settings.metrics_server
+        self.resource_cost = resource_cost or self.settings.resource_cost
         self.node_selector = node_selector
         self.poll_interval = poll_interval
         self.probe_interval = probe_interval
@@ -166,17 +177,19 @@ class KubernetesBackend(Backend):
     def mesh_path(self, ctx: RunContext) -> LoadPath:
         namespace = self.namespace(ctx)
         profile = self.installer.workload_profile(ctx)
+        sampled = (
+            SampleScope("client", namespace, container_roles=profile.container_roles),
+            SampleScope("server", namespace, container_roles=profile.container_roles),
+            *profile.extra_sample_scopes,
+        )
         return LoadPath(
             "mesh",
             namespace,
             profile,
             self.installer.describe_target(ctx),
             lambda clusters: self.installer.target_url(ctx, clusters),
-            (
-                SampleScope("client", namespace),
-                SampleScope("server", namespace),
-                *profile.extra_sample_scopes,
-            ),
+            sampled,
+            (*sampled, *profile.control_plane_scopes),
         )
 
     def no_mesh_path(self, ctx: RunContext) -> LoadPath:
@@ -187,6 +200,7 @@ class KubernetesBackend(Backend):
             NO_MESH_PROFILE,
             describe_load_balancer_target(namespace),
             lambda clusters: load_balancer_url(clusters, namespace),
+            (SampleScope("client", namespace), SampleScope("server", namespace)),
             (SampleScope("client", namespace), SampleScope("server", namespace)),
         )
 
@@ -421,6 +435,8 @@ class KubernetesBackend(Backend):
         path = self.path_for(ctx, phase)
         namespace = path.namespace
         task = phase if phase == PHASE_WARMUP else f"{phase}_{index:02d}"
+        if "step" in ctx.labels and phase != PHASE_WARMUP:
+            task = f"{ctx.labels['step']}.{task}"
         step_phase = iteration_phase(iteration, task)
         duration = (
             ctx.load.effective_warmup_duration if phase == PHASE_WARMUP else ctx.load.duration
@@ -437,6 +453,21 @@ class KubernetesBackend(Backend):
                 "client",
             ),
         ]
+        cost = self.resource_cost
+        cost_scopes = "; ".join(scope.describe() for scope in path.cost_scopes)
+        if phase != PHASE_WARMUP and cost.node_counters:
+            steps.append(
+                Step(
+                    step_phase,
+                    "api",
+                    "idle window: the kubelet's CPU counters of every node running a pod of "
+                    "the path, before and after it, give each node's and container's idle rate",
+                    f"LIST v1 Pod in {cost_scopes} (their nodes)\n"
+                    f"GET /api/v1/nodes/<node>/proxy/{SUMMARY_PATH} per node; again after "
+                    f"{cost.idle_seconds:g}s once its counters are newer (up to "
+                    f"{cost.fresh_stats_timeout:g}s more)",
+                )
+            )
         if phase != PHASE_WARMUP:
             scopes = "; ".join(scope.describe() for scope in path.sample_scopes)
             steps.append(
@@ -471,6 +502,26 @@ class KubernetesBackend(Backend):
         steps.append(
             Step(step_phase, "process", "stop the port-forward (by its handle)", "", "client")
         )
+        if phase != PHASE_WARMUP:
+            from_samples = (
+                "each container's mean metrics-server rate over the run's duration (no node figure)"
+            )
+            steps.append(
+                Step(
+                    step_phase,
+                    "api",
+                    "the run's cost: CPU seconds of every container by role and of the nodes, "
+                    "per 1000 requests, the idle rates taken off; the nodes' rest is the "
+                    "kernel's and unattributed",
+                    (
+                        f"GET /api/v1/nodes/<node>/proxy/{SUMMARY_PATH} per node once stamped "
+                        f"after the run's end (up to {cost.fresh_stats_timeout:g}s); if "
+                        f"refused: {from_samples}"
+                    )
+                    if cost.node_counters
+                    else f"kubernetes.resource_cost.node_counters is off: {from_samples}",
+                )
+            )
         return steps
 
     # ------------------------------------------------------------------ the plan
@@ -484,12 +535,31 @@ class KubernetesBackend(Backend):
         steps += plan_steps(self.deploy_ops(ctx, iteration))
         steps += plan_steps(self.workload_ready_ops(ctx, iteration))
         if ctx.load.warmup:
-            steps += self.run_load_steps(ctx, iteration, PHASE_WARMUP, 1)
-        # As pipeline.steps runs them: with a paired baseline B1 M1 B2 M2 …
-        for index in range(1, ctx.load.runs_per_iteration + 1):
-            if self.paired_baseline():
-                steps += self.run_load_steps(ctx, iteration, PHASE_PAIRED_BASELINE, index)
-            steps += self.run_load_steps(ctx, iteration, PHASE_MEASURED, index)
+            steps += self.run_load_steps(ctx.at_step(1), iteration, PHASE_WARMUP, 1)
+        # As pipeline.steps runs them: each load step in order, and in each, with a paired
+        # baseline, B1 M1 B2 M2 …
+        ladder = ctx.load.ladder()
+        for number, load_step in enumerate(ladder, start=1):
+            step_ctx = ctx.at_step(number)
+            if ctx.load.is_ladder:
+                rate = (
+                    "as fast as it can (qps -1)"
+                    if load_step.target_qps == 0
+                    else f"at {load_step.target_qps} QPS in all"
+                )
+                plural = "s" if load_step.connections > 1 else ""
+                steps.append(
+                    Step(
+                        iteration_phase(iteration, load_step.key),
+                        "note",
+                        f"load step {number} of {len(ladder)} ({load_step.key}): Fortio with "
+                        f"{load_step.connections} connection{plural} {rate}; its runs below",
+                    )
+                )
+            for index in range(1, ctx.load.runs_per_iteration + 1):
+                if self.paired_baseline():
+                    steps += self.run_load_steps(step_ctx, iteration, PHASE_PAIRED_BASELINE, index)
+                steps += self.run_load_steps(step_ctx, iteration, PHASE_MEASURED, index)
         steps += plan_steps(self.uninstall_ops(ctx, iteration))
         if ctx.load.iterations > 1:
             steps.append(
@@ -596,6 +666,7 @@ class KubernetesBackend(Backend):
                 "run": index,
                 "phase": phase,
                 "dag_run": ctx.run_id,
+                **({"step": ctx.labels["step"]} if "step" in ctx.labels else {}),
             }
         )
         return FortioRequest(
@@ -657,6 +728,7 @@ class KubernetesBackend(Backend):
         namespace = path.namespace
         client: KubeCluster = clusters["client"]
         sampler: ResourceSampler | None = None
+        meter: CostMeter | None = None
         if phase != PHASE_WARMUP:
             scopes = path.sample_scopes
             sampler = ResourceSampler(
@@ -664,10 +736,18 @@ class KubernetesBackend(Backend):
                 scopes,
                 self.metrics_server.sample_interval,
             )
+            meter = CostMeter(
+                {scope.cluster: clusters[scope.cluster].api for scope in path.cost_scopes},
+                path.cost_scopes,
+                self.resource_cost,
+            )
         with client.port_forward(namespace, FORTIO_TARGET, FORTIO_REST_PORT) as forward:
             fortio = FortioClient(
                 forward.url, poll_interval=self.fortio_poll_interval, grace=self.fortio_grace
             )
+            if meter is not None:
+                # The idle window: nothing runs on the path yet.
+                meter.begin()
             started = datetime.now(UTC)
             if sampler is not None:
                 sampler.start()
@@ -678,6 +758,7 @@ class KubernetesBackend(Backend):
             finally:
                 if sampler is not None:
                     samples = sampler.stop()
+        ended = datetime.now(UTC)
         context.update(run.record())
         failure = run.failure
         if sampler is not None:
@@ -689,6 +770,9 @@ class KubernetesBackend(Backend):
             }
             if failure is None:
                 failure = self._judge_samples(samples, started, request.duration, context)
+        if meter is not None and run.result:
+            requests, duration = _requests_and_duration(run.result, started, ended)
+            context["resources"] = meter.finish(ended, duration, requests, samples, started)
         return MeasurementOutcome(run.result, failure, context, samples), samples
 
     def _judge_samples(
@@ -709,6 +793,20 @@ class KubernetesBackend(Backend):
                 "be checked"
             )
         return None
+
+
+def _requests_and_duration(
+    result: dict[str, Any], started: datetime, ended: datetime
+) -> tuple[int, float]:
+    """The requests Fortio made and how long it ran, from its result (our own clock when
+    the result does not say)."""
+    count = (result.get("DurationHistogram") or {}).get("Count")
+    actual = result.get("ActualDuration")
+    duration = actual / 1e9 if isinstance(actual, int | float) and actual > 0 else None
+    return (
+        int(count) if isinstance(count, int | float) else 0,
+        duration if duration is not None else (ended - started).total_seconds(),
+    )
 
 
 def _wait_not_terminating(cluster: KubeCluster, namespace: str, timeout: float) -> None:

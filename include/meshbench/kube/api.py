@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 FIELD_MANAGER = "meshbench"
+# The kubelet's Summary API, read through the API server's node proxy.
+SUMMARY_PATH = "stats/summary"
 
 
 class KubeApiError(StepFailed):
@@ -66,6 +68,12 @@ class KubeApi(Protocol):
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Request deletion (background propagation); False when it was already gone."""
+        ...
+
+    def node_summary(self, node: str) -> dict[str, Any]:
+        """The kubelet's Summary API document of ``node`` (``stats/summary`` through the
+        API server's node proxy): cumulative CPU and current memory of the node, its pods
+        and their containers."""
         ...
 
 
@@ -187,3 +195,29 @@ class DynamicKubeApi:
         except NotFoundError:
             return False
         return True
+
+    def node_summary(self, node: str) -> dict[str, Any]:
+        import json
+
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            # Through call_api with the path spelled out: the generated proxy method quotes
+            # the "/" of "stats/summary", and would parse the JSON body into a repr'd str.
+            response = self._api_client.call_api(
+                f"/api/v1/nodes/{{name}}/proxy/{SUMMARY_PATH}",
+                "GET",
+                path_params={"name": node},
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=self._request_timeout,
+            )
+        except ApiException as exc:
+            raise KubeApiError(
+                f"GET /api/v1/nodes/{node}/proxy/{SUMMARY_PATH}: HTTP {exc.status}: {exc.reason}"
+            ) from None
+        document = json.loads(response.data)
+        if not isinstance(document, dict):
+            raise KubeApiError(f"node {node}: the kubelet's summary is not a JSON object")
+        return document

@@ -132,11 +132,15 @@ def _has_insecure_flag(api: KubeApi) -> bool:
 @dataclass(frozen=True)
 class SampleScope:
     """Containers to sample: pods in ``namespace`` of the ``cluster`` role, optionally only
-    those matching ``label_selector``."""
+    those matching ``label_selector``; ``role`` is the role on the path of every container
+    there (None: the workload namespace, where each container's own name tells it, or
+    ``container_roles``)."""
 
     cluster: str
     namespace: str
     label_selector: str | None = None
+    role: str | None = None
+    container_roles: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         selector = f" ({self.label_selector})" if self.label_selector else ""
@@ -271,7 +275,8 @@ class ResourceSampler:
             )
 
 
-def _timestamp(text: str) -> datetime | None:
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 time as the API server and kubelet write it; None when unreadable."""
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -285,7 +290,7 @@ def samples_within(
     cluster before the run)."""
     inside = []
     for sample in samples:
-        stamp = _timestamp(str(sample["sampled_at"]))
+        stamp = parse_timestamp(str(sample["sampled_at"]))
         if stamp is not None and stamp > started_at:
             inside.append(sample)
     return inside

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,13 +44,24 @@ KINDS: dict[tuple[str, str], bool] = {
 Key = tuple[str, str, str | None, str]  # apiVersion, kind, namespace, name
 
 
+def _terms(selector: str) -> list[str]:
+    """The comma-separated terms of a selector; commas inside ``in (a,b)`` sets stay."""
+    return [term.strip() for term in re.split(r",(?![^(]*\))", selector)]
+
+
 def matches(labels: Mapping[str, str], selector: str | None) -> bool:
-    """Equality (``a=b``, ``a==b``), inequality (``a!=b``) and existence (``a``) terms."""
+    """Equality (``a=b``, ``a==b``), inequality (``a!=b``), set (``a in (x,y)``,
+    ``a notin (x,y)``) and existence (``a``) terms."""
     if not selector:
         return True
-    for term in selector.split(","):
-        term = term.strip()
-        if "!=" in term:
+    for term in _terms(selector):
+        in_set = re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", term)
+        if in_set:
+            key, operator, values = in_set.groups()
+            member = labels.get(key) in {value.strip() for value in values.split(",")}
+            if member != (operator == "in"):
+                return False
+        elif "!=" in term:
             key, value = term.split("!=", 1)
             if labels.get(key.strip()) == value.strip():
                 return False
@@ -93,6 +106,9 @@ class FakeKubeApi:
         memory_usage: str = "24Mi",
         image_pull_fails: bool = False,
         extra_kinds: Mapping[tuple[str, str], bool] | None = None,
+        node_overhead: Callable[[], str] = lambda: "100m",
+        summary_api: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.version = version
@@ -105,6 +121,14 @@ class FakeKubeApi:
         self.cpu_usage = cpu_usage
         self.memory_usage = memory_usage
         self.image_pull_fails = image_pull_fails
+        self.node_overhead = node_overhead
+        self.summary_api = summary_api
+        self.clock = clock
+        # The kubelet's cumulative counters (core-nanoseconds), advanced at each container's
+        # ``cpu_usage`` and the node's ``node_overhead`` on every summary read.
+        self.node_cpu_ns = 0.0
+        self.container_cpu_ns: dict[tuple[str, str, str], float] = {}
+        self._counted_until: float | None = None
         self.kinds = {**KINDS, **(extra_kinds or {})}
         self.objects: dict[Key, dict[str, Any]] = {}
         self.calls: list[str] = []
@@ -202,7 +226,7 @@ class FakeKubeApi:
                 "labels": dict(template["metadata"].get("labels") or {}),
                 "annotations": dict(template["metadata"].get("annotations") or {}),
             },
-            "spec": copy.deepcopy(template["spec"]),
+            "spec": {**copy.deepcopy(template["spec"]), "nodeName": self.node_name},
             "status": {
                 "phase": "Running" if ready else "Pending",
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
@@ -253,7 +277,73 @@ class FakeKubeApi:
             )
         return found
 
+    @property
+    def node_name(self) -> str:
+        """Every pod of this fake cluster runs on its one node."""
+        return f"{self.name}-node-1"
+
+    def _running_containers(self) -> list[tuple[str, str, str]]:
+        return [
+            (namespace, name, container["name"])
+            for (_, kind, namespace, name), pod in self.objects.items()
+            if kind == "Pod" and pod["status"].get("phase") == "Running"
+            for container in pod["spec"]["containers"]
+        ]
+
+    def advance_counters(self) -> float:
+        """Count CPU up to now at the current rates (what a kubelet refresh does)."""
+        from meshbench.kube.metrics import millicores
+
+        now = self.clock()
+        elapsed = 0.0 if self._counted_until is None else max(now - self._counted_until, 0.0)
+        self._counted_until = now
+        node = millicores(self.node_overhead())
+        for namespace, pod, container in self._running_containers():
+            rate = millicores(self.cpu_usage(pod, container))
+            key = (namespace, pod, container)
+            self.container_cpu_ns[key] = self.container_cpu_ns.get(key, 0.0) + rate * 1e6 * elapsed
+            node += rate
+        self.node_cpu_ns += node * 1e6 * elapsed
+        return now
+
     # -- KubeApi ---------------------------------------------------------------------
+    def node_summary(self, node: str) -> dict[str, Any]:
+        from meshbench.kube.metrics import byte_count
+
+        with self._lock:
+            self.calls.append(f"summary {node}")
+            if not self.summary_api:
+                raise KubeApiError(
+                    f"GET /api/v1/nodes/{node}/proxy/stats/summary: HTTP 403: Forbidden"
+                )
+            if node != self.node_name:
+                raise KubeApiError(f"GET /api/v1/nodes/{node}/proxy/stats/summary: HTTP 404")
+            stamp = datetime.fromtimestamp(self.advance_counters(), UTC).isoformat()
+            pods: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for namespace, pod, container in self._running_containers():
+                pods.setdefault((namespace, pod), []).append(
+                    {
+                        "name": container,
+                        "cpu": {
+                            "time": stamp,
+                            "usageCoreNanoSeconds": int(
+                                self.container_cpu_ns.get((namespace, pod, container), 0)
+                            ),
+                        },
+                        "memory": {"time": stamp, "workingSetBytes": byte_count(self.memory_usage)},
+                    }
+                )
+            return {
+                "node": {
+                    "nodeName": node,
+                    "cpu": {"time": stamp, "usageCoreNanoSeconds": int(self.node_cpu_ns)},
+                },
+                "pods": [
+                    {"podRef": {"name": pod, "namespace": namespace}, "containers": containers}
+                    for (namespace, pod), containers in pods.items()
+                ],
+            }
+
     def server_version(self) -> str:
         self.calls.append("version")
         return self.version

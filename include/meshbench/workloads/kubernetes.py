@@ -62,6 +62,10 @@ class WorkloadProfile:
     crosses_load_balancer: bool = False
     # Containers on the path beyond the workload namespace (gateways, forwarders, ...).
     extra_sample_scopes: tuple[SampleScope, ...] = ()
+    # The mesh's control plane: counted in each run's cost, not judged against CPU limits.
+    control_plane_scopes: tuple[SampleScope, ...] = ()
+    # Roles of injected containers that are no per-request proxy (container -> role).
+    container_roles: tuple[tuple[str, str], ...] = ()
 
     def record(self) -> dict[str, Any]:
         """The like-for-like settings stored with each run."""

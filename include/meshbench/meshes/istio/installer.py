@@ -8,6 +8,7 @@ import yaml
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, IstioMesh
+from meshbench.cost import CONTROL_PLANE, GATEWAY
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.load_balancers import LoadBalancerPolicy
 from meshbench.kube.metrics import SampleScope
@@ -454,7 +455,12 @@ class IstioInstaller(ComponentMeshInstaller):
                 "gateway (LoadBalancer, SNI passthrough of mTLS) -> server sidecar -> nginx"
             ),
             crosses_load_balancer=True,
-            extra_sample_scopes=(SampleScope("server", ISTIO_NAMESPACE, f"app={EASTWEST}"),),
+            extra_sample_scopes=(
+                SampleScope("server", ISTIO_NAMESPACE, f"app={EASTWEST}", GATEWAY),
+            ),
+            control_plane_scopes=tuple(
+                SampleScope(role, ISTIO_NAMESPACE, f"app={ISTIOD}", CONTROL_PLANE) for role in ROLES
+            ),
         )
 
     def target_url(self, ctx: RunContext, clusters: Clusters) -> str:

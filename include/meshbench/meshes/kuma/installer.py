@@ -12,6 +12,8 @@ import yaml
 
 from meshbench.backend import RunContext, StepFailed
 from meshbench.config import BenchmarkConfig, KumaMesh
+from meshbench.cost import CONTROL_PLANE as CONTROL_PLANE_ROLE
+from meshbench.cost import GATEWAY
 from meshbench.kube.cluster import Clusters, KubeCluster
 from meshbench.kube.load_balancers import LoadBalancerPolicy
 from meshbench.kube.metrics import SampleScope
@@ -450,7 +452,15 @@ class KumaInstaller(ComponentMeshInstaller):
                 "(LoadBalancer, SNI passthrough of mTLS) -> server sidecar -> nginx"
             ),
             crosses_load_balancer=True,
-            extra_sample_scopes=(SampleScope("server", ZONE_NAMESPACE, f"app={INGRESS}"),),
+            extra_sample_scopes=(SampleScope("server", ZONE_NAMESPACE, f"app={INGRESS}", GATEWAY),),
+            # Each zone's control plane, and the global one where it runs.
+            control_plane_scopes=tuple(
+                SampleScope(role, namespace, f"app={CONTROL_PLANE}", CONTROL_PLANE_ROLE)
+                for role in ROLES
+                for namespace in dict.fromkeys(
+                    [ZONE_NAMESPACE] + ([self.global_namespace] if role == self.global_role else [])
+                )
+            ),
         )
 
     def target_url(self, ctx: RunContext, clusters: Clusters) -> str:

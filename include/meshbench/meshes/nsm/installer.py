@@ -7,6 +7,7 @@ from typing import Any
 
 from meshbench.backend import RunContext
 from meshbench.config import BenchmarkConfig, NsmMesh
+from meshbench.cost import CONTROL_PLANE, GATEWAY, TUNNEL
 from meshbench.kube.cluster import Clusters
 from meshbench.kube.metrics import SampleScope
 from meshbench.kube.ops import Op, wait_op
@@ -180,6 +181,7 @@ class NsmInstaller(ComponentMeshInstaller):
     # ------------------------------------------------------------------ workloads
     def workload_profile(self, ctx: RunContext) -> WorkloadProfile:
         service = self.settings.network_service
+        control_plane_apps = ",".join(app for app in NSM_POD_APPS if app != "forwarder-vpp")
         return WorkloadProfile(
             server_pod_annotations={
                 "networkservicemesh.io": client_annotation(service, NGINX, None)
@@ -196,10 +198,17 @@ class NsmInstaller(ComponentMeshInstaller):
             ),
             crosses_load_balancer=False,
             extra_sample_scopes=(
-                SampleScope("client", NSM_NAMESPACE, "app=forwarder-vpp"),
-                SampleScope("server", NSM_NAMESPACE, "app=forwarder-vpp"),
-                SampleScope("server", VL3_NAMESPACE, "app=nse-vl3-vpp"),
+                SampleScope("client", NSM_NAMESPACE, "app=forwarder-vpp", TUNNEL),
+                SampleScope("server", NSM_NAMESPACE, "app=forwarder-vpp", TUNNEL),
+                # The vl3 endpoint routes between the clients and nginx.
+                SampleScope("server", VL3_NAMESPACE, "app=nse-vl3-vpp", GATEWAY),
             ),
+            control_plane_scopes=tuple(
+                SampleScope(role, NSM_NAMESPACE, f"app in ({control_plane_apps})", CONTROL_PLANE)
+                for role in ROLES
+            ),
+            # The injected NSM client sets up the interface; traffic does not pass it.
+            container_roles=((NSC_CONTAINER, CONTROL_PLANE),),
         )
 
     def target_url(self, ctx: RunContext, clusters: Clusters) -> str:
