@@ -246,3 +246,23 @@ def test_json_output_is_all_of_stdout(moto, aws_config, tmp_path) -> None:
     assert estimate.returncode == 0, estimate.stderr
     (aws,) = json.loads(estimate.stdout)
     assert aws["environment"] == "aws" and aws["cost_usd_per_matrix"] > 0
+
+
+def test_a_ladder_is_estimated_with_every_step_and_its_paired_runs(monkeypatch) -> None:
+    from meshbench.config import LOAD_PROFILE_ENV_VAR
+    from meshbench.environments.estimate import dag_minutes
+
+    monkeypatch.setenv(LOAD_PROFILE_ENV_VAR, "ladder")
+    config = load_config()
+    load = config.load_profile_for("aws")
+    t = config.environments.aws.timings
+    assert len(load.ladder()) == 10
+    run = (load.duration + t.run_overhead_seconds) / 60
+    warmup = (load.effective_warmup_duration + t.run_overhead_seconds) / 60
+    # Every step's runs, each after its paired no-mesh run.
+    measured = 2 * len(load.ladder()) * load.runs_per_iteration * run
+    iteration = (
+        t.mesh_install_minutes["istio"] + t.workload_minutes + warmup + measured
+    ) + t.uninstall_minutes
+    minutes = dag_minutes(config, "aws", "istio")
+    assert minutes["iterations"] == pytest.approx(load.iterations * iteration)

@@ -124,7 +124,7 @@ def dag_minutes(config: BenchmarkConfig, environment: str, mesh: str) -> dict[st
     load = config.load_profile_for(environment)
     timings = _timings(config, environment)
     run = load.duration / 60 + timings.run_overhead_seconds / 60
-    measured = load.runs_per_iteration * run
+    measured = len(load.ladder()) * load.runs_per_iteration * run
     paired = measured if config.paired_baseline(environment, mesh) else 0.0
     warmup = (load.effective_warmup_duration / 60 + timings.run_overhead_seconds / 60) * (
         1 if load.warmup else 0
