@@ -46,6 +46,8 @@ ORDER BY r.mesh, m.step_index, m.iteration, m.run_index
 """
 # The part of the machine's busy time no process was charged with, as the CPU chart shows it.
 UNATTRIBUTED = "kernel and background"
+# A measured run and its paired baseline share these: the baseline ran right before it.
+PAIR_KEYS = ["run_id", "iteration", "step_index", "run_index"]
 
 
 @dataclass(frozen=True)
@@ -121,15 +123,24 @@ def comparison_step(frame: pd.DataFrame) -> tuple[str | None, bool]:
     return str(by_step.sort_values("requested_qps").iloc[0]["step_key"]), True
 
 
+def paired_differences(runs: pd.DataFrame, column: str = "p99_ms") -> pd.DataFrame:
+    """Every measured run of ``runs`` beside the paired baseline run made right before it.
+
+    The baseline's columns carry the suffix ``_baseline``; ``<column>_added`` is the
+    measured value minus the baseline's, NaN for a measured run without a positive paired
+    baseline. Regression detection watches these differences run by run.
+    """
+    measured = runs[runs["phase"] == PHASE_MEASURED]
+    baseline = runs[runs["phase"] == PHASE_PAIRED_BASELINE]
+    pairs = measured.merge(baseline, how="left", on=PAIR_KEYS, suffixes=("", "_baseline"))
+    pairs[f"{column}_added"] = pairs[column] - pairs[f"{column}_baseline"]
+    return pairs
+
+
 def _added_p99(runs: pd.DataFrame, step: str | None) -> Interval:
     if step is None:
         return Interval.of([])
-    at_step = runs[runs["step_key"] == step]
-    keys = ["run_id", "iteration", "step_index", "run_index"]
-    pairs = at_step[at_step["phase"] == PHASE_MEASURED].merge(
-        at_step[at_step["phase"] == PHASE_PAIRED_BASELINE], on=keys, suffixes=("", "_baseline")
-    )
-    return Interval.of(pairs["p99_ms"] - pairs["p99_ms_baseline"])
+    return Interval.of(paired_differences(runs[runs["step_key"] == step])["p99_ms_added"])
 
 
 def mesh_results(frame: pd.DataFrame) -> list[MeshResult]:
