@@ -6,15 +6,27 @@ import email
 import logging
 import socketserver
 import threading
+from dataclasses import replace
+from datetime import UTC, datetime, time
 
 import airflow.sdk  # noqa: F401  (configures logging before caplog attaches)
+import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, insert, text
 
-from meshbench.analysis.aggregate import aggregate
+from meshbench.analysis.aggregate import aggregate, read_runs
 from meshbench.analysis.alerts import notify_regressions
-from meshbench.analysis.regression import DayRuns, detect_regressions, find_changes, scan_series
+from meshbench.analysis.regression import (
+    DayRuns,
+    Finding,
+    detect_dates,
+    detect_regressions,
+    fetch_run_history,
+    find_changes,
+    scan_series,
+)
 from meshbench.config import RegressionNotifications, RegressionSettings
+from meshbench.results.models import ComponentCost, Measurement, MeasurementCost, Run
 from meshbench.testing.histories import (
     NoiseModel,
     as_run_frame,
@@ -323,3 +335,297 @@ def test_otava_findings_are_stored_once_with_their_method(clean_results) -> None
     with clean_results.connect() as connection:
         methods = connection.execute(text("SELECT DISTINCT method FROM regression")).scalars()
         assert list(methods) == ["otava"]
+
+
+# ------------------------------------------------------------------ ladders, steps and cost
+
+METHODS = [RegressionSettings(), RegressionSettings(method="mann-whitney-u")]
+LADDER_DAYS = 30
+LADDER_ENVIRONMENT = "lab"
+LADDER_MESH = "envoy-mtls"
+# step index -> (key, connections, target QPS or None for max, baseline p99 ms, p99 the mesh
+# adds in ms at that step)
+LADDER_STEPS = {
+    1: ("c4-q2000", 4, 2000.0, 0.30, 0.50),
+    2: ("c4-q4000", 4, 4000.0, 0.40, 0.60),
+    3: ("c16-max", 16, None, 2.00, 1.00),
+}
+ITERATIONS, RUNS_PER_ITERATION = 4, 2
+REQUESTS = 20_000
+# The mesh's proxies' CPU seconds per measured run: 150 CPU-ms per 1000 requests.
+PROXY_SECONDS = {"client proxy": 2.0, "server proxy": 1.0}
+# Relative SDs between runs and of a day's level (synthetic_days' defaults).
+RUN_CV, DAY_CV = 0.02, 0.01
+
+
+def _latencies(p99: float, body: float) -> dict[str, float]:
+    """A run's latency columns: the body (p50, avg, p90) from ``body``, the tail from p99."""
+    return {
+        "min_ms": 0.3 * body,
+        "p50_ms": 0.5 * body,
+        "avg_ms": 0.55 * body,
+        "p75_ms": 0.65 * body,
+        "p90_ms": 0.8 * body,
+        "p99_ms": p99,
+        "p999_ms": p99 + 0.5 * body,
+        "max_ms": p99 + 2 * body,
+    }
+
+
+def insert_ladder_history(
+    engine: Engine,
+    seed: int = 7,
+    p99_jump: dict[str, float] | None = None,
+    cpu_rise: float = 0.0,
+    saturated_runs: dict[str, int] | None = None,
+    after_day: int = 20,
+) -> None:
+    """A daily ladder benchmark of one mesh over ``LADDER_DAYS`` days, with the paired
+    baseline run before each measured run and every measured run's cost.
+
+    After ``after_day``: the measured p99 at a step rises by ``p99_jump[step]`` ms (its
+    paired baseline does not), the proxies' CPU by ``cpu_rise``, and ``saturated_runs[step]``
+    measured runs of a step a day miss their target (70 % of it, p99 five times as high).
+    Noise: ``RUN_CV`` between runs, ``DAY_CV`` between days, shared by a pair as the
+    machine's drift is.
+    """
+    rng = np.random.default_rng(seed)
+    p99_jump, saturated_runs = p99_jump or {}, saturated_runs or {}
+    with engine.begin() as connection:
+        for number in range(1, LADDER_DAYS + 1):
+            day = day_of(number)
+            later = number > after_day
+            run_id = connection.execute(
+                insert(Run).returning(Run.id),
+                {
+                    "source_key": f"synthetic-ladder:{day}",
+                    "environment": LADDER_ENVIRONMENT,
+                    "mesh": LADDER_MESH,
+                    "benchmark_date": day,
+                    "attempt": 1,
+                    "qps": 0,
+                    "connections": 4,
+                    "duration_s": 60.0,
+                    "iterations": ITERATIONS,
+                    "runs_per_iteration": RUNS_PER_ITERATION,
+                    "settings": {"synthetic": True},
+                    "state": "success",
+                    "started_at": datetime.combine(day, time(12), tzinfo=UTC),
+                },
+            ).scalar_one()
+            day_level = 1 + rng.normal(0, DAY_CV)
+            rows, costs = [], []
+            for index, (key, connections, target, base_p99, added) in LADDER_STEPS.items():
+                pairs = [(i, r) for i in range(1, ITERATIONS + 1) for r in (1, 2)]
+                n_saturated = saturated_runs.get(key, 0) if later else 0
+                for position, (iteration, run_index) in enumerate(pairs):
+                    baseline = base_p99 * day_level * (1 + rng.normal(0, RUN_CV))
+                    body = baseline + added * (1 + rng.normal(0, RUN_CV))
+                    measured = body + (p99_jump.get(key, 0.0) if later else 0.0)
+                    saturated = position < n_saturated
+                    rate = target or 6000.0
+                    for phase, p99, qps, missed in (
+                        ("paired-baseline", baseline, rate * 1.5 if not target else rate, False),
+                        ("measured", measured * (5 if saturated else 1), rate, saturated),
+                    ):
+                        achieved = (0.7 if missed else 0.999) * qps * (1 + rng.normal(0, 0.001))
+                        rows.append(
+                            {
+                                "run_id": run_id,
+                                "iteration": iteration,
+                                "phase": phase,
+                                "run_index": run_index,
+                                "step_index": index,
+                                "step_key": key,
+                                "step_connections": connections,
+                                "step_target_qps": target,
+                                "saturated": missed,
+                                "positive": True,
+                                "requested_qps": target,
+                                "requested_duration_s": 60.0,
+                                "actual_duration_s": 60.0,
+                                "actual_qps": achieved,
+                                "connections": connections,
+                                "request_count": REQUESTS,
+                                "error_count": 0,
+                                **_latencies(p99, body if phase == "measured" else baseline),
+                                "raw": {"synthetic": True},
+                            }
+                        )
+                        rise = 1 + (cpu_rise if later else 0.0)
+                        costs.append(
+                            {
+                                role: seconds * rise * day_level * (1 + rng.normal(0, RUN_CV))
+                                for role, seconds in PROXY_SECONDS.items()
+                            }
+                            if phase == "measured"
+                            else {}
+                        )
+            ids = connection.execute(
+                insert(Measurement).returning(Measurement.id, sort_by_parameter_order=True),
+                rows,
+            ).scalars()
+            cost_rows, components = [], []
+            for measurement_id, roles in zip(ids, costs, strict=True):
+                cost_rows.append(
+                    {"measurement_id": measurement_id, "requests": REQUESTS, "busy_cpu_s": 10.0}
+                )
+                components += [
+                    {
+                        "measurement_id": measurement_id,
+                        "role": "server app",
+                        "component": "nginx",
+                        "source": "proc",
+                        "cpu_s": 2.0,
+                    },
+                    *(
+                        {
+                            "measurement_id": measurement_id,
+                            "role": role,
+                            "component": role.replace(" ", "-"),
+                            "source": "proc",
+                            "cpu_s": seconds,
+                        }
+                        for role, seconds in roles.items()
+                    ),
+                ]
+            connection.execute(insert(MeasurementCost), cost_rows)
+            connection.execute(insert(ComponentCost), components)
+
+
+def ladder_findings(engine: Engine, settings: RegressionSettings) -> list[Finding]:
+    """The daily pipeline's findings over the whole history, stored as it stores them."""
+    days = [day_of(number) for number in range(1, LADDER_DAYS + 1)]
+    return detect_dates(engine, settings, LADDER_ENVIRONMENT, days).findings
+
+
+@pytest.mark.postgres
+def test_a_ladder_s_runs_are_keyed_by_step_with_added_p99_at_fixed_rates_and_mesh_cpu(
+    clean_results,
+) -> None:
+    insert_ladder_history(clean_results)
+    runs = fetch_run_history(clean_results, LADDER_ENVIRONMENT, day_of(1), day_of(1))
+    assert set(runs["phase"]) == {"measured"}  # the baselines became the added p99
+    by_step = runs.groupby(["step_key", "load_profile_key"])
+    assert sorted(by_step.groups) == [
+        ("c16-max", "q0-c16-d60s"),
+        ("c4-q2000", "q2000-c4-d60s"),
+        ("c4-q4000", "q4000-c4-d60s"),
+    ]
+    added = by_step["p99_added_ms"].agg(["count", "median"])
+    # Every fixed-rate run has its pair; at max the rates differ, so there is none.
+    assert added.loc[("c16-max", "q0-c16-d60s"), "count"] == 0
+    assert added.loc[("c4-q2000", "q2000-c4-d60s"), "median"] == pytest.approx(0.5, rel=0.05)
+    assert runs["mesh_cpu_ms_per_1000"].median() == pytest.approx(150, rel=0.02)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settings", METHODS, ids=lambda s: s.method)
+def test_a_jump_in_one_fixed_rate_step_s_added_p99_is_flagged_for_that_step_only(
+    clean_results, settings: RegressionSettings
+) -> None:
+    insert_ladder_history(clean_results, p99_jump={"c4-q2000": 0.15})  # 0.50 -> 0.65 ms
+    findings = ladder_findings(clean_results, settings)
+    assert {f.step_key for f in findings} == {"c4-q2000"}
+    added = [f for f in findings if f.metric == "p99_added_ms"]
+    assert [(f.benchmark_date, f.direction, f.load_profile_key) for f in added] == [
+        (day_of(21), "regression", "q2000-c4-d60s")
+    ]
+    assert added[0].before_median == pytest.approx(0.5, rel=0.05)
+    assert added[0].after_median == pytest.approx(0.65, rel=0.05)
+    # The tail moved, the body did not; the same jump shows in p99 itself.
+    assert {f.metric for f in findings} <= {"p99_added_ms", "p99_ms", "p999_ms"}
+    assert "p99_ms" in {f.metric for f in findings}
+    with clean_results.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT step_key, load_profile_key, direction FROM v_open_regression "
+                "WHERE metric = 'p99_added_ms'"
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [("c4-q2000", "q2000-c4-d60s", "regression")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settings", METHODS, ids=lambda s: s.method)
+def test_a_rise_in_mesh_cpu_per_1000_requests_is_flagged(
+    clean_results, settings: RegressionSettings
+) -> None:
+    insert_ladder_history(clean_results, cpu_rise=0.15)
+    findings = ladder_findings(clean_results, settings)
+    assert {(f.metric, f.benchmark_date, f.direction) for f in findings} == {
+        ("cpu_mesh_per_1k", day_of(21), "regression")
+    }
+    assert sorted(f.step_key for f in findings) == ["c16-max", "c4-q2000", "c4-q4000"]
+    for finding in findings:
+        assert finding.before_median == pytest.approx(150, rel=0.02)
+        assert finding.after_median == pytest.approx(172.5, rel=0.02)
+        assert "cpu_mesh_per_1k" in finding.describe() and "step c" in finding.describe()
+    with clean_results.connect() as connection:
+        open_steps = connection.execute(
+            text(
+                "SELECT step_key FROM v_open_regression WHERE metric = 'cpu_mesh_per_1k' "
+                "ORDER BY step_key"
+            )
+        ).scalars()
+        assert list(open_steps) == ["c16-max", "c4-q2000", "c4-q4000"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settings", METHODS, ids=lambda s: s.method)
+@pytest.mark.parametrize("n_saturated", [4, 8], ids=["half-saturated", "all-saturated"])
+def test_saturated_runs_do_not_enter_a_latency_series(
+    clean_results, settings: RegressionSettings, n_saturated: int
+) -> None:
+    # From day 21, some or all of c4-q4000's 8 measured runs a day miss the target, with
+    # five times the p99: queueing at capacity, not latency at 4000 QPS.
+    insert_ladder_history(clean_results, saturated_runs={"c4-q4000": n_saturated})
+    assert ladder_findings(clean_results, settings) == []
+    # Mixed with the runs that reached the target, they would read as a latency change.
+    runs = fetch_run_history(clean_results, LADDER_ENVIRONMENT, day_of(1), day_of(LADDER_DAYS))
+    mixed = find_changes(runs.drop(columns="saturated"), settings)
+    assert ("c4-q4000", "p99_ms") in {(f.step_key, f.metric) for f in mixed}
+
+
+# The run history as the check read it before load steps: every run under its run's profile.
+PROFILE_HISTORY_SQL = """
+SELECT environment, mesh, coalesce(mesh_version, '') AS mesh_version_key, benchmark_date,
+       requested_qps_profile, profile_connections, profile_duration_s,
+       actual_qps, avg_ms, p50_ms, p90_ms, p99_ms, p999_ms
+FROM v_positive_measurement
+WHERE benchmark_date BETWEEN :since AND :until
+ORDER BY environment, mesh, benchmark_date
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settings", METHODS, ids=lambda s: s.method)
+def test_a_study_history_gives_the_same_findings_as_before(
+    clean_results, settings: RegressionSettings
+) -> None:
+    days = synthetic_days(11, step_after_day=20, step=0.10, versions={1: "1.19.3"})
+    insert_history(clean_results, days, environment="synthetic", mesh="istio")
+    with clean_results.begin() as connection:
+        # As the loader records the study's Fortio runs: one step, paced at 6000 QPS and
+        # short of it, so every run is saturated.
+        connection.execute(
+            text(
+                "UPDATE measurement SET step_key = 'c1-q6000', step_connections = 1, "
+                "step_target_qps = 6000, saturated = true"
+            )
+        )
+    before = find_changes(
+        read_runs(clean_results, PROFILE_HISTORY_SQL, since=day_of(1), until=day_of(40)),
+        settings,
+    )
+    now = find_changes(
+        fetch_run_history(clean_results, "synthetic", day_of(1), day_of(40)), settings
+    )
+    assert before and {f.benchmark_date for f in before} == {day_of(21)}
+    assert {(f.load_profile_key, f.step_key, f.saturated) for f in now} == {
+        ("q6000-c1-d60s", "c1-q6000", True)
+    }
+    assert [replace(f, step_key=None, saturated=False) for f in now] == before
+
+    stored = detect_dates(clean_results, settings, "synthetic", [day_of(21)])
+    assert [f.key for f in stored.new] == [f.key for f in now]

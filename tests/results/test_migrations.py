@@ -230,3 +230,108 @@ def test_0006_backfills_steps_from_the_run_and_downgrades_to_the_one_step_schema
         assert differences == []
     finally:
         engine.dispose()
+
+
+REGRESSION_ROW = (
+    "INSERT INTO regression (environment, mesh, load_profile_key, {step}metric, benchmark_date, "
+    "mesh_version_key, previous_mesh_version_key, direction, window_start, window_end, "
+    "n_before, n_after, before_median, after_median, before_mean, after_mean, "
+    "relative_change, p_value, method) VALUES ('lab', 'istio', :profile, {step_value}:metric, "
+    "'2026-01-21', '', '', 'regression', '2026-01-07', '2026-01-20', 112, 8, 0.5, 0.65, "
+    "0.5, 0.65, 0.3, 0.0001, 'otava')"
+)
+
+
+def test_0007_keys_regressions_by_step_and_downgrades_without_the_new_metrics(
+    fresh_database,
+) -> None:
+    engine = create_engine(fresh_database())
+    old_row = text(REGRESSION_ROW.format(step="", step_value=""))
+    new_row = text(REGRESSION_ROW.format(step="step_key, ", step_value=":step, "))
+    try:
+        migrate.upgrade(engine, "0006")
+        with engine.begin() as connection:
+            connection.execute(
+                old_row,
+                [
+                    {"profile": "q6000-c1-d60s", "metric": "p99_ms"},
+                    {"profile": "q0-c16-d60s", "metric": "qps"},
+                    {"profile": "imported", "metric": "avg_ms"},  # no step to tell
+                ],
+            )
+        migrate.upgrade(engine, "0007")
+        with engine.begin() as connection:
+            backfilled = connection.execute(
+                text("SELECT load_profile_key, step_key FROM regression ORDER BY 1")
+            ).all()
+            connection.execute(
+                new_row,
+                [
+                    {"profile": "q2000-c4-d60s", "step": "c4-q2000", "metric": "p99_added_ms"},
+                    {"profile": "q2000-c4-d60s", "step": "c4-q2000", "metric": "cpu_mesh_per_1k"},
+                    {"profile": "q2000-c4-d60s", "step": "c4-q2000", "metric": "p99_ms"},
+                    # The same profile under another step is another series.
+                    {"profile": "q2000-c4-d60s", "step": "c4-q2000-b", "metric": "p99_ms"},
+                ],
+            )
+        # A step that could not be told is still one key: the same finding again collides.
+        with (
+            pytest.raises(IntegrityError, match="uq_regression_key"),
+            engine.begin() as connection,
+        ):
+            connection.execute(new_row, {"profile": "imported", "step": None, "metric": "avg_ms"})
+        with (
+            pytest.raises(IntegrityError, match="ck_regression_metric_known"),
+            engine.begin() as connection,
+        ):
+            connection.execute(new_row, {"profile": "x", "step": "c1-max", "metric": "p42_ms"})
+        with engine.connect() as connection:
+            connection.execute(text(f"SET ROLE {READER_ROLE}"))
+            open_rows = connection.execute(
+                text(
+                    "SELECT step_key, metric, is_latest_change FROM v_open_regression "
+                    "WHERE load_profile_key = 'q2000-c4-d60s' ORDER BY step_key, metric"
+                )
+            ).all()
+        assert [tuple(row) for row in backfilled] == [
+            ("imported", None),
+            ("q0-c16-d60s", "c16-max"),
+            ("q6000-c1-d60s", "c1-q6000"),
+        ]
+        assert [tuple(row) for row in open_rows] == [
+            ("c4-q2000", "cpu_mesh_per_1k", True),
+            ("c4-q2000", "p99_added_ms", True),
+            ("c4-q2000", "p99_ms", True),
+            ("c4-q2000-b", "p99_ms", True),
+        ]
+
+        migrate.downgrade(engine, "0006")
+        with engine.connect() as connection:
+            left = connection.execute(
+                text("SELECT load_profile_key, metric FROM regression ORDER BY 1")
+            ).all()
+            columns = set(
+                connection.execute(
+                    text(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_name = 'regression'"
+                    )
+                ).scalars()
+            )
+            connection.execute(text(f"SET ROLE {READER_ROLE}"))
+            connection.execute(text("SELECT * FROM v_regression, v_open_regression LIMIT 1"))
+        # The two steps' p99 findings share the old key: the first stored is kept.
+        assert [tuple(row) for row in left] == [
+            ("imported", "avg_ms"),
+            ("q0-c16-d60s", "qps"),
+            ("q2000-c4-d60s", "p99_ms"),
+            ("q6000-c1-d60s", "p99_ms"),
+        ]
+        assert "step_key" not in columns
+
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+    finally:
+        engine.dispose()

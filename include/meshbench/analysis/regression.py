@@ -1,9 +1,24 @@
 """Regression detection over history: change points in each series, found day by day.
 
-A series is one environment × mesh × load profile; within it, every metric is scanned on
-its own, replaying the history day by day as the daily pipeline sees it. The method and
-its settings come from ``regression`` in the config, per environment
+A series is one environment × mesh × load step (``load_profile_key`` and ``step_key``: each
+step of a ladder on its own, the study profile's one step as before); within it, every
+metric is scanned on its own, replaying the history day by day as the daily pipeline sees
+it. The method and its settings come from ``regression`` in the config, per environment
 (``RegressionSettings.for_environment``).
+
+Watched per run: the configured ``metrics`` (rate and latency), and wherever the runs
+recorded them ``p99_added_ms``, the p99 the mesh adds over its paired baseline at a
+fixed-rate step (the measured run's p99 minus that of the baseline run made right before
+it, same iteration, step and run index: ``ladder.paired_differences``), and
+``cpu_mesh_per_1k``, the CPU-ms the mesh's roles used per 1000 requests
+(``v_measurement_cost``). A rise is the bad direction for both.
+
+Runs that missed their step's target rate (``saturated``) measured queueing at capacity,
+not the step's rate: like the daily summary, a series takes each date's unsaturated runs,
+and a date on which every run of the step was saturated goes into a series of its own, so
+saturated runs are never compared with runs that reached the target. The added p99 counts
+only pairs in which both runs reached it. (The study's runs all missed its 6000 QPS: its
+one series is of saturated runs, as every one of its summaries is.)
 
 ``otava`` (the default): Apache Otava's E-divisive means with a Student t-test (Hunter) on
 the series' daily medians, ``otava.analysis.compute_change_points``. Each day from
@@ -47,28 +62,41 @@ import numpy as np
 import pandas as pd
 from otava.analysis import compute_change_points
 from scipy import stats
-from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from meshbench.analysis.aggregate import METRICS, read_runs
+from meshbench.analysis.aggregate import COST_METRICS, METRICS, read_runs, unsaturated_or_all
+from meshbench.analysis.ladder import paired_differences
 from meshbench.config import RegressionSettings
-from meshbench.results.models import REGRESSION_KEY, Regression
+from meshbench.results.models import REGRESSION_KEY, REGRESSION_RUN_METRICS, Regression
 
 log = logging.getLogger(__name__)
 
-# Larger is better for throughput, smaller for every latency.
+# Larger is better for throughput, smaller for every latency and cost.
 HIGHER_IS_BETTER = {"qps"}
 MAD_TO_SD = 1.4826  # the MAD of a normal sample times this estimates its SD
-SERIES_KEYS = ["environment", "mesh", "load_profile_key"]
+SERIES_KEYS = ["environment", "mesh", "load_profile_key", "step_key"]
+# The added p99 at a fixed rate and the mesh's CPU-ms per 1000 requests, as the regression
+# table's metric check admits them.
+P99_ADDED, MESH_CPU = REGRESSION_RUN_METRICS
+# Watched wherever runs recorded them, besides the configured metrics: metric -> column.
+RUN_METRICS: dict[str, str] = {P99_ADDED: "p99_added_ms", MESH_CPU: COST_METRICS[MESH_CPU]}
 
+# Measured runs and their paired baselines (positive, latest attempt) with their steps; the
+# mesh CPU only where the run had mesh components (a baseline has no mesh to watch).
 _RUNS_SQL = """
-SELECT environment, mesh, coalesce(mesh_version, '') AS mesh_version_key, benchmark_date,
-       requested_qps_profile, profile_connections, profile_duration_s,
-       actual_qps, avg_ms, p50_ms, p90_ms, p99_ms, p999_ms
-FROM v_positive_measurement
-WHERE benchmark_date BETWEEN :since AND :until
-  AND (CAST(:environment AS text) IS NULL OR environment = :environment)
-ORDER BY environment, mesh, benchmark_date
+SELECT m.measurement_id, m.run_id, m.environment, m.mesh,
+       coalesce(m.mesh_version, '') AS mesh_version_key, m.benchmark_date, m.phase,
+       m.iteration, m.step_index, m.run_index, m.step_key, m.step_connections,
+       m.step_target_qps, m.saturated, m.requested_qps_profile, m.profile_connections,
+       m.profile_duration_s, m.actual_qps, m.avg_ms, m.p50_ms, m.p90_ms, m.p99_ms, m.p999_ms,
+       CASE WHEN c.mesh_components > 0 THEN c.mesh_cpu_ms_per_1000_requests END
+           AS mesh_cpu_ms_per_1000
+FROM v_measurement m LEFT JOIN v_measurement_cost c USING (measurement_id)
+WHERE m.positive AND m.is_latest_attempt AND m.phase IN ('measured', 'paired-baseline')
+  AND m.benchmark_date BETWEEN :since AND :until
+  AND (CAST(:environment AS text) IS NULL OR m.environment = :environment)
+ORDER BY m.environment, m.mesh, m.benchmark_date, m.step_index, m.iteration, m.run_index
 """
 
 
@@ -132,6 +160,9 @@ class DayTest(WindowComparison):
     day_noise_z: float | None
     flagged: bool
     likely_cause: str | None
+    # Whether the level rose: the relative change's sign says so only for a positive level
+    # before, and an added latency may be negative.
+    increased: bool
 
 
 @dataclass(frozen=True)
@@ -141,6 +172,7 @@ class Finding(WindowComparison):
     environment: str
     mesh: str
     load_profile_key: str
+    step_key: str | None
     metric: str
     benchmark_date: date
     mesh_version_key: str
@@ -152,6 +184,9 @@ class Finding(WindowComparison):
     # within a day and of daily medians): shown beside the alert, not stored.
     run_noise: float | None = None
     day_noise: float | None = None
+    # Whether the series is of saturated runs (dates on which every run of the step missed
+    # its target): said in the alert, not stored (the date's summaries say it too).
+    saturated: bool = False
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -166,9 +201,11 @@ class Finding(WindowComparison):
             if self.run_noise is not None and self.day_noise is not None
             else ""
         )
+        step = f", step {self.step_key}" if self.step_key else ""
+        saturated = ", runs that missed the target rate" if self.saturated else ""
         return (
             f"{self.direction} in {self.metric} of {self.mesh}{version} on {self.environment} "
-            f"({self.load_profile_key}) on {self.benchmark_date}: median "
+            f"({self.load_profile_key}{step}{saturated}) on {self.benchmark_date}: median "
             f"{self.before_median:.4g} -> {self.after_median:.4g} ({self.relative_change:+.1%}), "
             f"p={self.p_value:.2g}, {self.n_after} runs against {self.n_before} runs of "
             f"{self.window_start}..{self.window_end}{cause}{noise}"
@@ -176,7 +213,8 @@ class Finding(WindowComparison):
 
     def stored(self) -> dict[str, object]:
         """The columns of the ``regression`` table."""
-        return {k: v for k, v in asdict(self).items() if k not in ("run_noise", "day_noise")}
+        unstored = ("run_noise", "day_noise", "saturated")
+        return {k: v for k, v in asdict(self).items() if k not in unstored}
 
 
 def _robust_sd(values: Sequence[float]) -> float:
@@ -227,6 +265,7 @@ def test_day(
         day_noise_z=noise_z,
         flagged=flagged,
         likely_cause=cause,
+        increased=float(np.median(current.values)) > float(np.median(before)),
     )
 
 
@@ -338,13 +377,18 @@ def scan_series_otava(days: Sequence[DayRuns], settings: RegressionSettings) -> 
                     testable[point.index : today + 1],
                     p_value=float(point.stats.pvalue),
                     change=float(point.stats.forward_rel_change()),
+                    increased=bool(point.stats.mean_2 > point.stats.mean_1),
                 )
             )
     return tests
 
 
 def _change_point_test(
-    before: Sequence[DayRuns], after: Sequence[DayRuns], p_value: float, change: float
+    before: Sequence[DayRuns],
+    after: Sequence[DayRuns],
+    p_value: float,
+    change: float,
+    increased: bool,
 ) -> DayTest:
     """A finding on the last day of ``after``: its days against the days ``before`` it."""
     before_values = np.concatenate([d.values for d in before])
@@ -369,6 +413,7 @@ def _change_point_test(
         day_noise_z=None,
         flagged=True,
         likely_cause=cause,
+        increased=increased,
     )
 
 
@@ -381,14 +426,53 @@ def measured_noise(days: Sequence[DayRuns]) -> tuple[float | None, float | None]
     usable = [d for d in days if d.values.size >= 2 and d.median]
     if len(usable) < 2:
         return None, None
-    run_noise = float(np.median([d.robust_sd / d.median for d in usable]))
+    # Relative to the level's size: an added latency may be negative.
+    run_noise = float(np.median([d.robust_sd / abs(d.median) for d in usable]))
     medians = [d.median for d in usable]
-    return run_noise, _robust_sd(medians) / float(np.median(medians))
+    level = abs(float(np.median(medians)))
+    return run_noise, (_robust_sd(medians) / level if level else None)
 
 
-def direction_of(metric: str, relative_change: float) -> str:
-    worse = relative_change < 0 if metric in HIGHER_IS_BETTER else relative_change > 0
+def direction_of(metric: str, increased: bool) -> str:
+    worse = not increased if metric in HIGHER_IS_BETTER else increased
     return "regression" if worse else "improvement"
+
+
+def watched_metrics(settings: RegressionSettings) -> dict[str, str]:
+    """Metric -> run column: the configured ones, then the added p99 and the mesh CPU."""
+    return {**{metric: METRICS[metric] for metric in settings.metrics}, **RUN_METRICS}
+
+
+def comparable_runs(series: pd.DataFrame) -> list[tuple[bool, pd.DataFrame]]:
+    """The runs of one series that may be compared with each other, by saturation.
+
+    Each date's runs as the daily summary takes them (``unsaturated_or_all``): its
+    unsaturated runs, or all of them when every one was saturated; such dates form a part
+    of their own (True), so runs that missed the target are never compared with runs that
+    reached it.
+    """
+    parts: dict[bool, list[pd.DataFrame]] = {False: [], True: []}
+    for _, runs_of_date in series.groupby("benchmark_date", sort=True):
+        chosen, _, saturated = unsaturated_or_all(runs_of_date)
+        parts[saturated].append(chosen)
+    return [(flag, pd.concat(frames)) for flag, frames in parts.items() if frames]
+
+
+def with_added_p99(runs: pd.DataFrame) -> pd.DataFrame:
+    """The measured runs of ``runs`` (measured and paired-baseline), each with
+    ``p99_added_ms``: its p99 minus its paired baseline's, at a fixed-rate step where both
+    reached the target (NaN otherwise: at max the rate differs, so the difference is not
+    latency added at one rate)."""
+    if runs.empty or "phase" not in runs.columns:
+        return runs
+    pairs = paired_differences(runs, "p99_ms")
+    both_reached = ~pairs["saturated"].fillna(False).astype(bool) & ~pairs[
+        "saturated_baseline"
+    ].fillna(False).astype(bool)
+    fixed_rate = pairs["step_target_qps"].notna()
+    pairs[RUN_METRICS[P99_ADDED]] = pairs["p99_ms_added"].where(fixed_rate & both_reached)
+    measured_columns = [column for column in runs.columns if column in pairs.columns]
+    return pairs[[*measured_columns, RUN_METRICS[P99_ADDED]]]
 
 
 def _series_days(part: pd.DataFrame, column: str) -> list[DayRuns]:
@@ -402,50 +486,60 @@ def _series_days(part: pd.DataFrame, column: str) -> list[DayRuns]:
 def find_changes(
     history: pd.DataFrame, settings: RegressionSettings, dates: Iterable[date] | None = None
 ) -> list[Finding]:
-    """Flagged changes in ``history`` (one row per positive run), on ``dates`` if given."""
+    """Flagged changes in ``history`` (one row per positive measured run, as
+    ``fetch_run_history`` gives them), on ``dates`` if given."""
     wanted = set(dates) if dates is not None else None
     findings: list[Finding] = []
     if history.empty:
         return findings
-    for (environment, mesh, profile), part in history.groupby(SERIES_KEYS, sort=True):
+    if "step_key" not in history.columns:
+        history = history.assign(step_key=None)  # a history from before steps were recorded
+    for (environment, mesh, profile, step), series in history.groupby(
+        SERIES_KEYS, sort=True, dropna=False
+    ):
         series_settings = settings.for_environment(environment)
         scan = SCANS[series_settings.method]
-        for metric in series_settings.metrics:
-            if METRICS[metric] not in part.columns:
-                continue
-            days = _series_days(part, METRICS[metric])
-            for test in scan(days, series_settings):
-                if not test.flagged or (wanted is not None and test.day not in wanted):
+        for saturated, part in comparable_runs(series):
+            for metric, column in watched_metrics(series_settings).items():
+                if column not in part.columns:
                     continue
-                # The noise of the window the day was compared with (before the change).
-                run_noise, day_noise = measured_noise(
-                    [d for d in days if test.window_start <= d.day <= test.window_end]
-                )
-                findings.append(
-                    Finding(
-                        environment=environment,
-                        mesh=mesh,
-                        load_profile_key=profile,
-                        metric=metric,
-                        benchmark_date=test.day,
-                        mesh_version_key=test.mesh_version,
-                        previous_mesh_version_key=test.previous_mesh_version,
-                        direction=direction_of(metric, test.relative_change),
-                        **test.comparison(),
-                        method=series_settings.method,
-                        likely_cause=test.likely_cause,
-                        run_noise=run_noise,
-                        day_noise=day_noise,
+                days = _series_days(part, column)
+                for test in scan(days, series_settings):
+                    if not test.flagged or (wanted is not None and test.day not in wanted):
+                        continue
+                    # The noise of the window the day was compared with (before the change).
+                    run_noise, day_noise = measured_noise(
+                        [d for d in days if test.window_start <= d.day <= test.window_end]
                     )
-                )
+                    findings.append(
+                        Finding(
+                            environment=environment,
+                            mesh=mesh,
+                            load_profile_key=profile,
+                            step_key=None if pd.isna(step) else str(step),
+                            metric=metric,
+                            benchmark_date=test.day,
+                            mesh_version_key=test.mesh_version,
+                            previous_mesh_version_key=test.previous_mesh_version,
+                            direction=direction_of(metric, test.increased),
+                            **test.comparison(),
+                            method=series_settings.method,
+                            likely_cause=test.likely_cause,
+                            run_noise=run_noise,
+                            day_noise=day_noise,
+                            saturated=saturated,
+                        )
+                    )
     return findings
 
 
 def fetch_run_history(
     engine: Engine, environment: str | None, since: date, until: date
 ) -> pd.DataFrame:
-    """Positive measured runs (latest attempt of each date) between two dates, inclusive."""
-    return read_runs(engine, _RUNS_SQL, environment=environment, since=since, until=until)
+    """Positive measured runs (latest attempt of each date) between two dates, inclusive,
+    keyed by load step, each with its added p99 and mesh CPU where it has them."""
+    runs = read_runs(engine, _RUNS_SQL, environment=environment, since=since, until=until)
+    return with_added_p99(runs)
 
 
 def store_findings(
@@ -461,12 +555,16 @@ def store_findings(
         scope.append(Regression.environment == environment)
     key_columns = tuple(getattr(Regression, column) for column in REGRESSION_KEY)
     with engine.begin() as connection:
-        existing = set(connection.execute(select(*key_columns).where(*scope)).all())
-        keys = [finding.key for finding in findings]
-        stale = delete(Regression).where(*scope)
-        if keys:
-            stale = stale.where(tuple_(*key_columns).not_in(keys))
-        connection.execute(stale)
+        stored = {
+            tuple(row[1:]): row[0]
+            for row in connection.execute(select(Regression.id, *key_columns).where(*scope))
+        }
+        existing = set(stored)
+        keys = {finding.key for finding in findings}
+        # Matched in Python: a NULL step never equals anything in SQL's NOT IN.
+        stale = [row_id for key, row_id in stored.items() if key not in keys]
+        if stale:
+            connection.execute(delete(Regression).where(Regression.id.in_(stale)))
         if findings:
             statement = pg_insert(Regression).values([f.stored() for f in findings])
             key_names = {column.key for column in key_columns}

@@ -484,23 +484,39 @@ class DailySummary(Base):
 
 
 REGRESSION_DIRECTIONS = ("regression", "improvement")
+# Watched per run besides the summary metrics: the p99 a mesh adds over its paired baseline
+# at a fixed-rate step, and the mesh's CPU-ms per 1000 requests (daily_summary's name).
+REGRESSION_RUN_METRICS = ("p99_added_ms", "cpu_mesh_per_1k")
+REGRESSION_METRICS = (*SUMMARY_METRICS, *REGRESSION_RUN_METRICS)
 # What identifies a finding, in the unique constraint's column order (the analysis matches
 # stored findings by it).
-REGRESSION_KEY = ("environment", "mesh", "load_profile_key", "metric", "benchmark_date")
+REGRESSION_KEY = (
+    "environment",
+    "mesh",
+    "load_profile_key",
+    "step_key",
+    "metric",
+    "benchmark_date",
+)
 
 
 class Regression(Base):
-    """A change in one metric of one environment × mesh × load profile, found on one date.
+    """A change in one metric of one environment × mesh × load step, found on one date.
 
-    Written by meshbench.analysis.regression: the date's positive measured runs against the
-    runs of a trailing window of earlier dates (same mesh version, or the previous version
-    when the version changed that day, which is then named as the likely cause).
+    Written by meshbench.analysis.regression from the change points of each series' daily
+    medians (or, with ``mann-whitney-u``, the date's runs against a trailing window of
+    earlier dates); a change that starts with a new mesh version names it as the likely
+    cause.
     """
 
     __tablename__ = "regression"
     __table_args__ = (
-        UniqueConstraint(*REGRESSION_KEY, name="uq_regression_key"),
-        CheckConstraint(_in("metric", SUMMARY_METRICS), name="metric_known"),
+        # A NULL step (findings stored before steps were recorded and not backfilled) is one
+        # step of its own, so a re-run still updates the row instead of adding one.
+        UniqueConstraint(
+            *REGRESSION_KEY, name="uq_regression_key", postgresql_nulls_not_distinct=True
+        ),
+        CheckConstraint(_in("metric", REGRESSION_METRICS), name="metric_known"),
         CheckConstraint(_in("direction", REGRESSION_DIRECTIONS), name="direction_known"),
         CheckConstraint("n_before >= 1 AND n_after >= 1", name="counts_positive"),
         CheckConstraint("p_value >= 0 AND p_value <= 1", name="p_value_bounded"),
@@ -512,7 +528,12 @@ class Regression(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     environment: Mapped[str] = mapped_column(String(64))
     mesh: Mapped[str] = mapped_column(String(64))
-    load_profile_key: Mapped[str] = mapped_column(String(200))
+    load_profile_key: Mapped[str] = mapped_column(
+        String(200), doc="The step's rate (0: max), connections and the duration: q6000-c1-d60s."
+    )
+    step_key: Mapped[str | None] = mapped_column(
+        String(64), doc="The load step (c4-q2000, c16-max); NULL where it could not be told."
+    )
     metric: Mapped[str] = mapped_column(String(16))
     benchmark_date: Mapped[date] = mapped_column(Date, doc="The first date at the new level.")
     mesh_version_key: Mapped[str] = mapped_column(
@@ -522,12 +543,15 @@ class Regression(Base):
         String(64), doc="The mesh version of the window compared with."
     )
     direction: Mapped[str] = mapped_column(
-        String(16), doc="'regression' (slower, or fewer QPS) or 'improvement'."
+        String(16),
+        doc="'regression' (slower, fewer QPS, more added latency or CPU) or 'improvement'.",
     )
     window_start: Mapped[date] = mapped_column(Date)
     window_end: Mapped[date] = mapped_column(Date)
-    n_before: Mapped[int] = mapped_column(Integer, doc="Positive runs in the window.")
-    n_after: Mapped[int] = mapped_column(Integer, doc="Positive runs on the date.")
+    n_before: Mapped[int] = mapped_column(Integer, doc="Runs (or pairs) in the window before.")
+    n_after: Mapped[int] = mapped_column(
+        Integer, doc="Runs (or pairs) from the change to the date."
+    )
     before_median: Mapped[float] = mapped_column(Double)
     after_median: Mapped[float] = mapped_column(Double)
     before_mean: Mapped[float] = mapped_column(Double)
@@ -535,7 +559,9 @@ class Regression(Base):
     relative_change: Mapped[float] = mapped_column(
         Double, doc="(after_median - before_median) / before_median."
     )
-    p_value: Mapped[float] = mapped_column(Double, doc="Two-sided Mann-Whitney U p-value.")
+    p_value: Mapped[float] = mapped_column(
+        Double, doc="The method's p-value: Otava's t-test, or a two-sided Mann-Whitney U."
+    )
     method: Mapped[str] = mapped_column(String(64))
     likely_cause: Mapped[str | None] = mapped_column(Text)
     detected_at: Mapped[datetime] = mapped_column(
