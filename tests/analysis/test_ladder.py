@@ -40,9 +40,16 @@ def run(mesh, phase, step, iteration, qps, p99, saturated=False, resources=None)
     }
 
 
-def account(mesh_seconds: float, requests: int = 4000) -> dict:
+def account(mesh_seconds: float, requests: int = 4000, memory_mib: float = 40.0) -> dict:
     return {
         "requests": requests,
+        "components": [
+            # Two mesh components whose peaks add up to memory_mib, and one that is not.
+            {"name": "sidecar", "role": "client proxy", "peak_memory_bytes": memory_mib * 2**19},
+            {"name": "gateway", "role": "gateway", "peak_memory_bytes": memory_mib * 2**19},
+            {"name": "gateway-2", "role": "gateway", "peak_memory_bytes": None},
+            {"name": "nginx", "role": "server app", "peak_memory_bytes": 999 * 2**20},
+        ],
         "cpu_seconds_by_role": {"client proxy": mesh_seconds, "load generator": 0.5},
         "unattributed_cpu_seconds": 0.25,
         "mesh_cpu_seconds_per_1000_requests": mesh_seconds * 1000 / requests,
@@ -64,7 +71,16 @@ def frame() -> pd.DataFrame:
             run("envoy-mtls", "measured", 1, iteration, 3000, mesh_p99),
             run("envoy-mtls", "measured", 2, iteration, 6000 + 10 * iteration, mesh_p99),
             run("envoy-mtls", "paired-baseline", 3, iteration, 2000, base_p99),
-            run("envoy-mtls", "measured", 3, iteration, 1990, mesh_p99, False, account(mesh_cpu)),
+            run(
+                "envoy-mtls",
+                "measured",
+                3,
+                iteration,
+                1990,
+                mesh_p99,
+                False,
+                account(mesh_cpu, memory_mib=40 + 10 * iteration),
+            ),
             run("envoy-mtls", "paired-baseline", 4, iteration, 7990, base_p99),
             run("envoy-mtls", "measured", 4, iteration, 5000, mesh_p99, True, account(1.0)),
         ]
@@ -91,6 +107,12 @@ def test_ceiling_added_p99_and_cpu_with_intervals(frame):
     # 0.4, 0.6 and 0.5 CPU seconds over 4000 requests: 0.1, 0.15, 0.125 s per 1000.
     assert mesh.mesh_cpu_per_1000.mean == pytest.approx(0.125)
     assert mesh.mesh_cpu_per_1000.n == 3
+    # The mesh components' peaks summed per run: 50, 60 and 70 MiB; nginx is not the mesh.
+    memory_half = stats.t.ppf(0.975, 2) * 10 / 3**0.5
+    assert mesh.mesh_memory_mb.mean == pytest.approx(60.0)
+    assert (mesh.mesh_memory_mb.low, mesh.mesh_memory_mb.high) == pytest.approx(
+        (60 - memory_half, 60 + memory_half)
+    )
     baseline = results["baseline"]
     assert baseline.ceiling_step == "c4-max" and baseline.added_p99_ms.n == 0
     assert baseline.added_p99_ms.text() == "—"
@@ -113,3 +135,17 @@ def test_ladder_points_and_charts_render(frame):
     assert charts.cpu_per_request_chart(ladder.cpu_by_role(frame, "c4-q2000"), "cpu").startswith(
         b"\x89PNG"
     )
+
+
+def test_a_partly_saturated_step_gives_two_points_never_one_average(frame):
+    # Iteration 3's run at c4-q2000 missed its target: it stands apart from the other two.
+    partly = frame.copy()
+    late = (partly["mesh"] == "envoy-mtls") & (partly["step_index"] == 3)
+    late &= (partly["iteration"] == 3) & (partly["phase"] == "measured")
+    partly.loc[late, ["saturated", "actual_qps"]] = [True, 1500.0]
+    points = ladder.ladder_points(partly)
+    envoy = points[(points["mesh"] == "envoy-mtls") & (points["step_key"] == "c4-q2000")]
+    assert sorted(zip(envoy["qps"], envoy["saturated"], strict=True)) == [
+        (1500.0, True),
+        (1990.0, False),
+    ]

@@ -147,6 +147,7 @@ def test_the_per_mesh_summary_is_what_the_ladder_analysis_computes(ladder_page, 
             "added p99": result.added_p99_ms.text(3),
             "mesh vCPU": result.mesh_cpu_per_1000.text(3),
             "machine vCPU": result.path_cpu_per_1000.text(3),
+            "mesh memory": result.mesh_memory_mb.text(1),
         }
     envoy = rows["envoy-mtls (emulated)"]
     # From the ladder's known numbers: 6000 and 6200 QPS; p99 pairs 1.00-0.30, 1.20-0.34;
@@ -173,7 +174,7 @@ def test_the_ladder_charts_are_linked_and_rendered_as_pngs(ladder_page, signed_i
 
 def test_the_latency_chart_keeps_saturated_runs_apart(reader) -> None:
     runs = ladder.fetch_ladder(reader, LADDER_ENVIRONMENT, LADDER_DAY)
-    points = ladder_section.chart_points(runs)
+    points = ladder.ladder_points(runs)
     envoy = points[(points["mesh"] == "envoy-mtls") & (points["step_key"] == "c4-q2000")]
     assert sorted(zip(envoy["qps"], envoy["saturated"], strict=True)) == [
         (1500.0, True),

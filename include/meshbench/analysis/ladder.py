@@ -9,7 +9,8 @@ Per mesh, from the positive measured runs of a day (the latest attempt):
   with a Student-t interval; pairing removes the drift both runs shared;
 - its CPU per 1000 requests at that rate: the CPU seconds of the mesh's roles (proxies,
   gateways, tunnels, control plane) per 1000 requests, which is numerically vCPU per
-  1000 requests per second.
+  1000 requests per second;
+- its memory at that rate: the peak memory of the mesh's components summed, per run.
 
 The fixed rate compared is the highest target at which no mesh's runs are saturated
 (achieved below 95 % of the target), so every mesh is compared where it keeps up; when
@@ -29,6 +30,7 @@ from scipy import stats
 from sqlalchemy import Engine, text
 
 from meshbench.backend import PHASE_MEASURED, PHASE_PAIRED_BASELINE
+from meshbench.cost import MESH_ROLES
 
 _RUNS_SQL = """
 SELECT r.id AS run_id, r.environment, r.mesh, coalesce(r.mesh_version, '') AS mesh_version_key,
@@ -94,6 +96,7 @@ class MeshResult:
     added_p99_ms: Interval
     mesh_cpu_per_1000: Interval
     path_cpu_per_1000: Interval
+    mesh_memory_mb: Interval
 
 
 def fetch_ladder(engine: Engine, environment: str, day: date) -> pd.DataFrame:
@@ -109,6 +112,19 @@ def _resource(resources: object, key: str) -> float | None:
         return None
     value = resources.get(key)
     return float(value) if value is not None else None
+
+
+def mesh_memory_mb(resources: object) -> float | None:
+    """The peak memory of a run's mesh components summed, in MiB (None when none has one)."""
+    if not isinstance(resources, dict):
+        return None
+    peaks = [
+        component.get("peak_memory_bytes")
+        for component in resources.get("components") or []
+        if component.get("role") in MESH_ROLES
+    ]
+    known = [float(peak) for peak in peaks if peak is not None]
+    return sum(known) / 2**20 if known else None
 
 
 def comparison_step(frame: pd.DataFrame) -> tuple[str | None, bool]:
@@ -176,26 +192,29 @@ def mesh_results(frame: pd.DataFrame) -> list[MeshResult]:
                 path_cpu_per_1000=Interval.of(
                     _resource(r, "path_cpu_seconds_per_1000_requests") for r in at_step["resources"]
                 ),
+                mesh_memory_mb=Interval.of(mesh_memory_mb(r) for r in at_step["resources"]),
             )
         )
     return results
 
 
 def ladder_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per mesh and step: mean achieved rate, p50 and p99 of the measured runs, saturation."""
-    measured = frame[frame["phase"] == PHASE_MEASURED]
+    """Per mesh, version, step and saturation: mean achieved rate, p50 and p99 of the
+    measured runs. A step whose runs partly missed their target gives two points: saturated
+    runs are never averaged with the runs that kept up."""
+    measured = frame[frame["phase"] == PHASE_MEASURED].copy()
     if measured.empty:
         return pd.DataFrame(
             columns=["mesh", "step_index", "step_key", "qps", "p50_ms", "p99_ms", "saturated"]
         )
+    measured["saturated"] = measured["saturated"].fillna(False).astype(bool)
+    if "mesh_version_key" not in measured:
+        measured["mesh_version_key"] = ""
     return (
-        measured.groupby(["mesh", "step_index", "step_key"], sort=True)
-        .agg(
-            qps=("actual_qps", "mean"),
-            p50_ms=("p50_ms", "mean"),
-            p99_ms=("p99_ms", "mean"),
-            saturated=("saturated", "any"),
+        measured.groupby(
+            ["mesh", "mesh_version_key", "step_index", "step_key", "saturated"], sort=True
         )
+        .agg(qps=("actual_qps", "mean"), p50_ms=("p50_ms", "mean"), p99_ms=("p99_ms", "mean"))
         .reset_index()
     )
 
@@ -239,6 +258,7 @@ def results_table(results: list[MeshResult], title: str):
         + (" (saturated)" if saturated else ""),
         f"mesh vCPU per 1000 rps at {fixed or 'a fixed rate'} [95 % CI]",
         "whole machine vCPU per 1000 rps",
+        "mesh memory, MiB [95 % CI]",
     ):
         table.add_column(column, overflow="fold")
     for result in results:
@@ -251,5 +271,6 @@ def results_table(results: list[MeshResult], title: str):
             result.added_p99_ms.text(3),
             result.mesh_cpu_per_1000.text(3),
             result.path_cpu_per_1000.text(3),
+            result.mesh_memory_mb.text(1),
         )
     return table

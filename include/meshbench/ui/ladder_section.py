@@ -138,6 +138,7 @@ def mesh_headers(fixed_step: str | None, saturated: bool) -> list[tuple[str, str
         ("added p99", f"added p99 at {at}, ms [95 % CI]" + (" (saturated)" if saturated else "")),
         ("mesh vCPU", f"mesh vCPU per 1000 rps at {at} [95 % CI]"),
         ("machine vCPU", "whole machine vCPU per 1000 rps"),
+        ("mesh memory", f"mesh memory at {at}, MiB [95 % CI]"),
     ]
 
 
@@ -161,6 +162,7 @@ def mesh_rows(results: list[ladder.MeshResult]) -> list[dict[str, Any]]:
                         result.path_cpu_per_1000.text(3),
                         result.path_cpu_per_1000.mean,
                     ),
+                    ("mesh memory", result.mesh_memory_mb.text(1), result.mesh_memory_mb.mean),
                 ],
             }
         )
@@ -188,20 +190,12 @@ def build(engine: Engine, environment: str, day: date) -> LadderSection:
     )
 
 
-def chart_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """``ladder_points`` for the unsaturated and the saturated runs apart: a step whose runs
-    partly missed their target shows two points, never one average of both."""
-    saturated = runs["saturated"].fillna(False).astype(bool)
-    parts = [ladder.ladder_points(runs[saturated == flag]) for flag in (False, True)]
-    return pd.concat([part for part in parts if not part.empty] or parts[:1], ignore_index=True)
-
-
 def chart(kind: str, engine: Engine, environment: str, day: date) -> bytes:
     """The PNG of one ladder chart; ``NoChart`` when the day has nothing for it."""
     runs = ladder.fetch_ladder(engine, environment, day)
     title = f"{environment} · {day}"
     if kind == LATENCY_CHART:
-        points = chart_points(runs) if not runs.empty else pd.DataFrame()
+        points = ladder.ladder_points(runs) if not runs.empty else pd.DataFrame()
         if points.empty:
             raise NoChart(f"no positive measured runs for {environment} on {day}")
         return charts.latency_throughput_chart(points, f"Latency against throughput · {title}")
