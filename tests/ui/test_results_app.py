@@ -58,9 +58,10 @@ def test_history_regressions_and_negative_runs_are_listed(signed_in) -> None:
     assert page.status_code == 200
     body = page.text
     changed = day_of(VERSION_CHANGE_DAY)
+    # The synthetic history is the study's one-step profile: its step is c1-q6000.
     assert (
         f'<tr class="regression"><td>{changed}</td><td class="text mesh">istio 1.20.0</td>'
-        '<td class="text">p99_ms</td>' in body
+        '<td class="text">c1-q6000</td><td class="text">p99_ms</td>' in body
     )
     assert "mesh version changed from 1.19.3 to 1.20.0 on this date" in body
     assert "fortio: connection refused after 12 s" in body

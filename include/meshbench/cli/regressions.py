@@ -70,8 +70,8 @@ def _list(args: argparse.Namespace) -> int:
         rows = connection.execute(
             text(
                 "SELECT benchmark_date, environment, mesh, mesh_version, load_profile_key, "
-                "metric, before_median, after_median, relative_change, p_value, likely_cause "
-                "FROM v_open_regression WHERE CAST(:environment AS text) IS NULL "
+                "step_key, metric, before_median, after_median, relative_change, p_value, "
+                "likely_cause FROM v_open_regression WHERE CAST(:environment AS text) IS NULL "
                 "OR environment = :environment ORDER BY benchmark_date DESC, environment, mesh"
             ),
             {"environment": args.environment},
@@ -80,7 +80,7 @@ def _list(args: argparse.Namespace) -> int:
         print("no open regressions")
         return 0
     table = Table(title="Open regressions (medians of run values)")
-    for title in ("date", "environment", "mesh", "profile", "metric", "before", "after"):
+    for title in ("date", "environment", "mesh", "profile", "step", "metric", "before", "after"):
         table.add_column(title)
     for title in ("change", "p", "likely cause"):
         table.add_column(title)
@@ -90,6 +90,7 @@ def _list(args: argparse.Namespace) -> int:
             row.environment,
             f"{row.mesh} {row.mesh_version or ''}".strip(),
             row.load_profile_key,
+            row.step_key or "",
             row.metric,
             f"{row.before_median:.4g}",
             f"{row.after_median:.4g}",

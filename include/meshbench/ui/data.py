@@ -190,8 +190,8 @@ def open_regressions(engine: Engine, environment: str) -> pd.DataFrame:
     return _read(
         engine,
         "SELECT benchmark_date, mesh, mesh_version, previous_mesh_version, load_profile_key, "
-        "metric, before_median, after_median, relative_change, p_value, n_before, n_after, "
-        "window_start, window_end, likely_cause FROM v_open_regression "
+        "step_key, metric, before_median, after_median, relative_change, p_value, n_before, "
+        "n_after, window_start, window_end, likely_cause FROM v_open_regression "
         "WHERE environment = :environment ORDER BY benchmark_date DESC, mesh, metric "
         f"LIMIT {MAX_LISTED_ROWS}",
         environment=environment,
@@ -202,7 +202,8 @@ def changes(engine: Engine, environment: str, since: date, until: date) -> pd.Da
     """Every change found in the range, regressions and improvements, open or superseded."""
     return _read(
         engine,
-        "SELECT benchmark_date, mesh, mesh_version, metric, direction, relative_change, "
+        "SELECT benchmark_date, mesh, mesh_version, step_key, metric, direction, "
+        "relative_change, "
         "p_value, likely_cause, is_latest_change FROM v_regression "
         "WHERE environment = :environment AND benchmark_date BETWEEN :since AND :until "
         f"ORDER BY benchmark_date DESC, mesh, metric LIMIT {MAX_LISTED_ROWS}",
